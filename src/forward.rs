@@ -1,0 +1,515 @@
+//! The transformer on the GPU: a block of prompt tokens (prefill) or one token
+//! (decode) per submission, every buffer and bind group made at load time.
+
+use std::collections::HashMap;
+
+use bytemuck::bytes_of;
+
+use crate::gguf::GgufFile;
+use crate::gpu::kernels::{Grid, Kernels};
+use crate::gpu::uniforms::{self, Step};
+use crate::gpu::{GpuContext, GpuError};
+use crate::kv_cache::KvCache;
+use crate::model::weights::{self, Weights};
+use crate::model::{ModelConfig, ModelError};
+
+/// Choices made when a model is loaded.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Positions the KV cache holds (default: see [`crate::model::config`]).
+    pub max_seq: Option<usize>,
+    /// Most prompt tokens per submission; longer prompts run in several.
+    pub block: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { max_seq: None, block: 64 }
+    }
+}
+
+/// What a forward call reads back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// The id of the largest logit of the last token: 4 bytes.
+    Argmax,
+    /// The logits of the last token.
+    LastLogits,
+    /// The logits of every token, `[n_tokens, vocab]`.
+    AllLogits,
+}
+
+/// What a forward call returns.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepOutput {
+    /// With [`Output::Argmax`]: the chosen id.
+    pub token: Option<u32>,
+    /// With the logits outputs: `[vocab]` or `[n_tokens, vocab]`.
+    pub logits: Vec<f32>,
+}
+
+/// Why a forward call did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("no tokens to process")]
+    NoTokens,
+    #[error(
+        "the context is full: {len} positions used and {new} more asked for, \
+         but the cache holds {capacity}"
+    )]
+    ContextFull { len: usize, new: usize, capacity: usize },
+    #[error("token id {id} is outside the vocabulary of {vocab}")]
+    TokenOutOfRange { id: u32, vocab: usize },
+    #[error("the logits are not finite numbers: the GPU produced NaN or infinity")]
+    NotFinite,
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+}
+
+/// Activations of one block of tokens. Shapes are per token row.
+struct Scratch {
+    step: wgpu::Buffer,       // Step uniform
+    ids: wgpu::Buffer,        // [block] u32
+    x: wgpu::Buffer,          // [block, n_embd] residual stream
+    xn: wgpu::Buffer,         // [block, n_embd] normed
+    q: wgpu::Buffer,          // [block, n_head * head_dim]
+    k: wgpu::Buffer,          // [block, n_kv_head * head_dim]
+    v: wgpu::Buffer,          // [block, n_kv_head * head_dim]
+    att: wgpu::Buffer,        // [block, n_head * head_dim] attention output
+    proj: wgpu::Buffer,       // [block, n_embd] output of attn_output or ffn_down
+    gate: wgpu::Buffer,       // [block, n_ff], then silu(gate) * up
+    up: wgpu::Buffer,         // [block, n_ff]
+    logits: wgpu::Buffer,     // [block, vocab]
+    chosen: wgpu::Buffer,     // [1] u32
+    rope_table: wgpu::Buffer, // [max_seq, head_dim / 2] (cos, sin)
+    chosen_staging: wgpu::Buffer,
+    logits_staging: wgpu::Buffer,
+}
+
+/// Group-0 bind groups of every dispatch, by role.
+struct Binds {
+    embed: wgpu::BindGroup,
+    q: wgpu::BindGroup,
+    k: wgpu::BindGroup,
+    v: wgpu::BindGroup,
+    rope_q: wgpu::BindGroup,
+    rope_k: wgpu::BindGroup,
+    o: wgpu::BindGroup,
+    residual: wgpu::BindGroup,
+    gate: wgpu::BindGroup,
+    up: wgpu::BindGroup,
+    swiglu: wgpu::BindGroup,
+    down: wgpu::BindGroup,
+    layers: Vec<LayerBinds>,
+    output_norm: wgpu::BindGroup,
+    logits_last: wgpu::BindGroup,
+    logits_all: wgpu::BindGroup,
+    argmax: wgpu::BindGroup,
+}
+
+struct LayerBinds {
+    attn_norm: wgpu::BindGroup,
+    kv_append: wgpu::BindGroup,
+    attention: wgpu::BindGroup,
+    ffn_norm: wgpu::BindGroup,
+}
+
+/// A loaded model with its KV cache, ready to run.
+pub struct Model {
+    pub config: ModelConfig,
+    ctx: GpuContext,
+    kernels: Kernels,
+    weights: Weights,
+    cache: KvCache,
+    scratch: Scratch,
+    binds: Binds,
+    block: usize,
+    /// (heads per workgroup, workgroups per KV head) of the attention kernel
+    attention_split: (u32, u32),
+}
+
+/// (cos, sin) of `pos * base^(-2i / head_dim)` for every position and pair,
+/// computed in f64 so the only rounding is the final one to f32.
+pub fn rope_table(max_seq: usize, head_dim: usize, base: f32) -> Vec<[f32; 2]> {
+    let half = head_dim / 2;
+    let mut table = Vec::with_capacity(max_seq * half);
+    for pos in 0..max_seq {
+        for i in 0..half {
+            let freq = f64::from(base).powf(-2.0 * i as f64 / head_dim as f64);
+            let angle = pos as f64 * freq;
+            table.push([angle.cos() as f32, angle.sin() as f32]);
+        }
+    }
+    table
+}
+
+impl Model {
+    /// Checks the model, compiles the kernels, uploads the weights and makes
+    /// every buffer the forward pass needs. `bytes` is the whole GGUF file.
+    pub fn load(
+        ctx: &GpuContext,
+        file: &GgufFile,
+        bytes: &[u8],
+        options: &LoadOptions,
+    ) -> Result<Self, ModelError> {
+        let cfg = ModelConfig::from_gguf(file, options.max_seq)?;
+        let formats = weights::formats(&cfg, file)?;
+        let group = cfg.group_size() as u32;
+        let attention_split = Kernels::attention_split(group, cfg.head_dim as u32).ok_or_else(
+            || ModelError::Invalid {
+                key: format!("{}.attention.key_length", cfg.arch),
+                value: cfg.head_dim.to_string(),
+                why: format!(
+                    "a head of more than {} elements does not fit the attention kernel",
+                    crate::gpu::kernels::ATTENTION_MAX_Q
+                ),
+            },
+        )?;
+        let kernels = Kernels::new(ctx, &formats, cfg.rope_neox);
+        let weights = Weights::upload(ctx, &kernels, &cfg, file, bytes)?;
+        let cache = KvCache::new(ctx, &cfg)?;
+        let block = options.block.max(1);
+        let scratch = Scratch::new(ctx, &cfg, block);
+        let binds = Binds::new(ctx, &kernels, &cfg, &weights, &cache, &scratch, attention_split);
+        log::info!(
+            "model: {} layers, {} heads over {} KV heads, {} MiB of weights, {} MiB of KV cache",
+            cfg.n_layer,
+            cfg.n_head,
+            cfg.n_kv_head,
+            weights.gpu_bytes(&cfg) >> 20,
+            cache.gpu_bytes() >> 20,
+        );
+        Ok(Self {
+            config: cfg,
+            ctx: ctx.clone(),
+            kernels,
+            weights,
+            cache,
+            scratch,
+            binds,
+            block,
+            attention_split,
+        })
+    }
+
+    /// Positions held in the KV cache.
+    pub fn len(&self) -> usize {
+        self.cache.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cache.is_empty()
+    }
+
+    /// Positions the KV cache holds at most.
+    pub fn capacity(&self) -> usize {
+        self.cache.capacity()
+    }
+
+    /// Forgets every position from `len` on.
+    pub fn truncate(&mut self, len: usize) {
+        self.cache.truncate(len);
+    }
+
+    /// Forgets every position.
+    pub fn clear(&mut self) {
+        self.cache.clear();
+    }
+
+    /// Bytes of GPU memory: (weights, KV cache).
+    pub fn gpu_bytes(&self) -> (u64, u64) {
+        (self.weights.gpu_bytes(&self.config), self.cache.gpu_bytes())
+    }
+
+    pub fn context(&self) -> &GpuContext {
+        &self.ctx
+    }
+
+    /// Runs `tokens` at the next positions of the cache and reads back `output`
+    /// for them (the last one, or all with [`Output::AllLogits`]).
+    pub async fn forward(&mut self, tokens: &[u32], output: Output) -> Result<StepOutput, ForwardError> {
+        if tokens.is_empty() {
+            return Err(ForwardError::NoTokens);
+        }
+        if tokens.len() > self.cache.remaining() {
+            return Err(ForwardError::ContextFull {
+                len: self.cache.len(),
+                new: tokens.len(),
+                capacity: self.cache.capacity(),
+            });
+        }
+        let vocab = self.config.vocab;
+        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= vocab) {
+            return Err(ForwardError::TokenOutOfRange { id, vocab });
+        }
+
+        let mut result = StepOutput::default();
+        let blocks: Vec<&[u32]> = tokens.chunks(self.block).collect();
+        for (i, block) in blocks.iter().enumerate() {
+            let last = i + 1 == blocks.len();
+            let wanted = match output {
+                Output::AllLogits => Some(Output::AllLogits),
+                _ if last => Some(output),
+                _ => None,
+            };
+            let part = self.run_block(block, wanted).await?;
+            result.token = part.token.or(result.token);
+            result.logits.extend(part.logits);
+        }
+        Ok(result)
+    }
+
+    /// One submission: the tokens of `ids` (at most a block), and what to read back.
+    async fn run_block(&mut self, ids: &[u32], output: Option<Output>) -> Result<StepOutput, ForwardError> {
+        let n = ids.len() as u32;
+        let s = &self.scratch;
+        let step = Step { pos0: self.cache.len() as u32, n_tokens: n, _pad: [0; 2] };
+        self.ctx.queue.write_buffer(&s.step, 0, bytes_of(&step));
+        self.ctx.queue.write_buffer(&s.ids, 0, bytemuck::cast_slice(ids));
+
+        let mut encoder = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("forward"),
+        });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("forward"),
+                timestamp_writes: None,
+            });
+            self.encode_layers(&mut pass, n);
+            self.encode_output(&mut pass, n, output);
+        }
+        let vocab_bytes = (self.config.vocab * 4) as u64;
+        let read = match output {
+            None => 0,
+            Some(Output::Argmax) => {
+                encoder.copy_buffer_to_buffer(&s.chosen, 0, &s.chosen_staging, 0, 4);
+                4
+            }
+            Some(Output::LastLogits) => {
+                encoder.copy_buffer_to_buffer(&s.logits, 0, &s.logits_staging, 0, vocab_bytes);
+                vocab_bytes
+            }
+            Some(Output::AllLogits) => {
+                let bytes = u64::from(n) * vocab_bytes;
+                encoder.copy_buffer_to_buffer(&s.logits, 0, &s.logits_staging, 0, bytes);
+                bytes
+            }
+        };
+        self.ctx.queue.submit([encoder.finish()]);
+        self.cache.advance(ids.len());
+
+        let mut out = StepOutput::default();
+        match output {
+            None => self.ctx.check()?,
+            Some(Output::Argmax) => {
+                let bytes = self.ctx.read_staging(&s.chosen_staging, read).await?;
+                let id = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+                // argmax.wgsl leaves u32::MAX when no logit is a finite number
+                if id as usize >= self.config.vocab {
+                    return Err(ForwardError::NotFinite);
+                }
+                out.token = Some(id);
+            }
+            Some(_) => {
+                let bytes = self.ctx.read_staging(&s.logits_staging, read).await?;
+                out.logits = bytemuck::pod_collect_to_vec(&bytes);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records the transformer blocks and the final norm for `n` tokens.
+    fn encode_layers(&self, pass: &mut wgpu::ComputePass, n: u32) {
+        let (k, b, w, c) = (&self.kernels, &self.binds, &self.weights, &self.config);
+        let (heads_per_workgroup, splits) = self.attention_split;
+        let _ = heads_per_workgroup;
+        let rows = |width: usize| k.elementwise_grid(n * width as u32);
+
+        // token embeddings -> x
+        w.token_embd.encode_embed(k, pass, &b.embed, n);
+
+        for (layer, lb) in w.layers.iter().zip(&b.layers) {
+            // attention: norm, project to q, k, v, rotate q and k
+            k.rmsnorm.dispatch(pass, &[&lb.attn_norm], Grid::new(n, 1));
+            layer.wq.encode_product(k, pass, &b.q, n);
+            layer.wk.encode_product(k, pass, &b.k, n);
+            layer.wv.encode_product(k, pass, &b.v, n);
+            k.rope.dispatch(pass, &[&b.rope_q], rows(c.q_dim() / 2));
+            k.rope.dispatch(pass, &[&b.rope_k], rows(c.kv_dim() / 2));
+
+            // append k, v to the cache, attend over it, project back, add
+            k.kv_append.dispatch(pass, &[&lb.kv_append], rows(c.kv_dim()));
+            let groups = Grid::new(c.n_kv_head as u32 * splits, n);
+            k.attention.dispatch(pass, &[&lb.attention], groups);
+            layer.wo.encode_product(k, pass, &b.o, n);
+            k.add.dispatch(pass, &[&b.residual], rows(c.n_embd));
+
+            // feed-forward: norm, gate and up, SwiGLU, down, add
+            k.rmsnorm.dispatch(pass, &[&lb.ffn_norm], Grid::new(n, 1));
+            layer.w_gate.encode_product(k, pass, &b.gate, n);
+            layer.w_up.encode_product(k, pass, &b.up, n);
+            k.swiglu.dispatch(pass, &[&b.swiglu], rows(c.n_ff));
+            layer.w_down.encode_product(k, pass, &b.down, n);
+            k.add.dispatch(pass, &[&b.residual], rows(c.n_embd));
+        }
+
+        // final norm
+        k.rmsnorm.dispatch(pass, &[&b.output_norm], Grid::new(n, 1));
+    }
+
+    /// Records the logits (and the greedy choice) that `output` asks for.
+    fn encode_output(&self, pass: &mut wgpu::ComputePass, n: u32, output: Option<Output>) {
+        let (k, b) = (&self.kernels, &self.binds);
+        let head = self.weights.output();
+        match output {
+            None => {}
+            Some(Output::AllLogits) => head.encode_product(k, pass, &b.logits_all, n),
+            Some(Output::LastLogits) => head.encode_product(k, pass, &b.logits_last, 1),
+            Some(Output::Argmax) => {
+                head.encode_product(k, pass, &b.logits_last, 1);
+                k.argmax.dispatch(pass, &[&b.argmax], Grid::new(1, 1));
+            }
+        }
+    }
+}
+
+impl Scratch {
+    fn new(ctx: &GpuContext, cfg: &ModelConfig, block: usize) -> Self {
+        let rows = |label: &str, width: usize| ctx.storage(label, (block * width * 4) as u64);
+        let table = rope_table(cfg.max_seq, cfg.head_dim, cfg.rope_base);
+        let logits_bytes = (block * cfg.vocab * 4) as u64;
+        Self {
+            step: ctx.uniform_with("step", bytes_of(&Step::default())),
+            ids: rows("token ids", 1),
+            x: rows("x (residual stream)", cfg.n_embd),
+            xn: rows("xn (normed)", cfg.n_embd),
+            q: rows("q", cfg.q_dim()),
+            k: rows("k", cfg.kv_dim()),
+            v: rows("v", cfg.kv_dim()),
+            att: rows("attention output", cfg.q_dim()),
+            proj: rows("projection", cfg.n_embd),
+            gate: rows("gate", cfg.n_ff),
+            up: rows("up", cfg.n_ff),
+            logits: ctx.storage("logits", logits_bytes),
+            chosen: ctx.storage("chosen token", 4),
+            rope_table: ctx.storage_with("rope table", bytemuck::cast_slice(&table)),
+            chosen_staging: ctx.staging("chosen token staging", 4),
+            logits_staging: ctx.staging("logits staging", logits_bytes),
+        }
+    }
+}
+
+impl Binds {
+    fn new(
+        ctx: &GpuContext,
+        k: &Kernels,
+        cfg: &ModelConfig,
+        w: &Weights,
+        cache: &KvCache,
+        s: &Scratch,
+        (heads_per_workgroup, splits): (u32, u32),
+    ) -> Self {
+        // Uniforms with equal contents share one buffer.
+        let mut uniforms: HashMap<Vec<u8>, wgpu::Buffer> = HashMap::new();
+        let mut uniform = |label: &str, bytes: &[u8]| -> wgpu::Buffer {
+            uniforms.entry(bytes.to_vec()).or_insert_with(|| ctx.uniform_with(label, bytes)).clone()
+        };
+        let product = |y_stride: usize, x_from_last: u32| uniforms::Product {
+            x_from_last,
+            y_stride: y_stride as u32,
+            _pad: [0; 2],
+        };
+        let count = |n: usize| uniforms::Count { n: n as u32, _pad: [0; 3] };
+        let norm = uniforms::Norm { n: cfg.n_embd as u32, eps: cfg.rms_eps, _pad: [0; 2] };
+        let norm = uniform("rmsnorm params", bytes_of(&norm));
+        let rope = |heads: usize| uniforms::Rope {
+            n_heads: heads as u32,
+            head_dim: cfg.head_dim as u32,
+            _pad: [0; 2],
+        };
+        let kv = uniforms::KvAppend {
+            n_kv_head: cfg.n_kv_head as u32,
+            head_dim: cfg.head_dim as u32,
+            max_seq: cfg.max_seq as u32,
+            _pad: 0,
+        };
+        let attention = uniforms::Attention {
+            n_head: cfg.n_head as u32,
+            n_kv_head: cfg.n_kv_head as u32,
+            head_dim: cfg.head_dim as u32,
+            max_seq: cfg.max_seq as u32,
+            heads_per_workgroup,
+            splits,
+            scale: 1.0 / (cfg.head_dim as f32).sqrt(),
+            _pad: 0,
+        };
+        let kv = uniform("kv_append params", bytes_of(&kv));
+        let attention = uniform("attention params", bytes_of(&attention));
+        let p_q = uniform("q product", bytes_of(&product(cfg.q_dim(), 0)));
+        let p_kv = uniform("kv product", bytes_of(&product(cfg.kv_dim(), 0)));
+        let p_embd = uniform("embd product", bytes_of(&product(cfg.n_embd, 0)));
+        let p_ff = uniform("ffn product", bytes_of(&product(cfg.n_ff, 0)));
+        let p_last = uniform("logits product, last", bytes_of(&product(cfg.vocab, 1)));
+        let p_all = uniform("logits product, all", bytes_of(&product(cfg.vocab, 0)));
+        let r_q = uniform("rope q params", bytes_of(&rope(cfg.n_head)));
+        let r_k = uniform("rope k params", bytes_of(&rope(cfg.n_kv_head)));
+        let c_embd = uniform("count embd", bytes_of(&count(cfg.n_embd)));
+        let c_ff = uniform("count ffn", bytes_of(&count(cfg.n_ff)));
+        let c_vocab = uniform("count vocab", bytes_of(&count(cfg.vocab)));
+
+        let layers = (0..cfg.n_layer)
+            .map(|l| {
+                let lw = &w.layers[l];
+                let label = |what: &str| format!("{what}, layer {l}");
+                LayerBinds {
+                    attn_norm: k.rmsnorm.bind(
+                        ctx,
+                        &label("attn_norm"),
+                        &[&s.step, &norm, &s.x, &lw.attn_norm, &s.xn],
+                    ),
+                    kv_append: k.kv_append.bind(
+                        ctx,
+                        &label("kv_append"),
+                        &[&s.step, &kv, &s.k, &s.v, &cache.k[l], &cache.v[l]],
+                    ),
+                    attention: k.attention.bind(
+                        ctx,
+                        &label("attention"),
+                        &[&s.step, &attention, &s.q, &cache.k[l], &cache.v[l], &s.att],
+                    ),
+                    ffn_norm: k.rmsnorm.bind(
+                        ctx,
+                        &label("ffn_norm"),
+                        &[&s.step, &norm, &s.x, &lw.ffn_norm, &s.xn],
+                    ),
+                }
+            })
+            .collect();
+
+        // matvec and matmul share one layout, so one bind group serves both
+        let mv = k.matvec.get(w.token_embd.format);
+        Self {
+            embed: k.embed.get(w.token_embd.format).bind(ctx, "token ids", &[&s.step, &s.ids, &s.x]),
+            q: mv.bind(ctx, "xn -> q", &[&s.step, &p_q, &s.xn, &s.q]),
+            k: mv.bind(ctx, "xn -> k", &[&s.step, &p_kv, &s.xn, &s.k]),
+            v: mv.bind(ctx, "xn -> v", &[&s.step, &p_kv, &s.xn, &s.v]),
+            rope_q: k.rope.bind(ctx, "q", &[&s.step, &r_q, &s.rope_table, &s.q]),
+            rope_k: k.rope.bind(ctx, "k", &[&s.step, &r_k, &s.rope_table, &s.k]),
+            o: mv.bind(ctx, "attention -> projection", &[&s.step, &p_embd, &s.att, &s.proj]),
+            residual: k.add.bind(ctx, "x += projection", &[&s.step, &c_embd, &s.proj, &s.x]),
+            gate: mv.bind(ctx, "xn -> gate", &[&s.step, &p_ff, &s.xn, &s.gate]),
+            up: mv.bind(ctx, "xn -> up", &[&s.step, &p_ff, &s.xn, &s.up]),
+            swiglu: k.swiglu.bind(ctx, "gate, up", &[&s.step, &c_ff, &s.up, &s.gate]),
+            down: mv.bind(ctx, "gate -> projection", &[&s.step, &p_embd, &s.gate, &s.proj]),
+            layers,
+            output_norm: k.rmsnorm.bind(
+                ctx,
+                "output_norm",
+                &[&s.step, &norm, &s.x, &w.output_norm, &s.xn],
+            ),
+            logits_last: mv.bind(ctx, "xn (last) -> logits", &[&s.step, &p_last, &s.xn, &s.logits]),
+            logits_all: mv.bind(ctx, "xn -> logits", &[&s.step, &p_all, &s.xn, &s.logits]),
+            argmax: k.argmax.bind(ctx, "logits", &[&c_vocab, &s.logits, &s.chosen]),
+        }
+    }
+}

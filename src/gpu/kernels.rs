@@ -1,0 +1,306 @@
+//! The compute kernels: one WGSL file each under `shaders/`, compiled into
+//! pipelines with explicit bind group layouts.
+//!
+//! Every kernel binds, at group 0, its buffers in a fixed order: uniforms first,
+//! then read-only inputs, the output last. Kernels that read weights also bind one
+//! chunk of a matrix at group 1 (`shaders/quant.wgsl`), whose source is prepended.
+
+use std::collections::HashMap;
+
+use super::{GpuContext, Slot};
+use crate::quant::WeightFormat;
+
+use Slot::{Read, Uniform, Write};
+
+const QUANT: &str = include_str!("../../shaders/quant.wgsl");
+
+/// Every kernel's file name and source, for tests that validate them without a GPU.
+pub const SOURCES: &[(&str, &str)] = &[
+    ("quant.wgsl", QUANT),
+    ("embed.wgsl", include_str!("../../shaders/embed.wgsl")),
+    ("matvec.wgsl", include_str!("../../shaders/matvec.wgsl")),
+    ("matmul.wgsl", include_str!("../../shaders/matmul.wgsl")),
+    ("rmsnorm.wgsl", include_str!("../../shaders/rmsnorm.wgsl")),
+    ("rope.wgsl", include_str!("../../shaders/rope.wgsl")),
+    ("kv_append.wgsl", include_str!("../../shaders/kv_append.wgsl")),
+    ("attention.wgsl", include_str!("../../shaders/attention.wgsl")),
+    ("swiglu.wgsl", include_str!("../../shaders/swiglu.wgsl")),
+    ("add.wgsl", include_str!("../../shaders/add.wgsl")),
+    ("argmax.wgsl", include_str!("../../shaders/argmax.wgsl")),
+];
+
+/// Whether a kernel's source needs `quant.wgsl` before it.
+pub fn reads_weights(file: &str) -> bool {
+    matches!(file, "embed.wgsl" | "matvec.wgsl" | "matmul.wgsl")
+}
+
+/// The full source a pipeline is compiled from.
+pub fn full_source(file: &str) -> Option<String> {
+    let (_, source) = SOURCES.iter().find(|(name, _)| *name == file)?;
+    Some(if reads_weights(file) { format!("{QUANT}\n{source}") } else { source.to_string() })
+}
+
+/// Invocations per workgroup of the element-wise kernels.
+pub const WORKGROUP: u32 = 64;
+/// Rows of a weight chunk per workgroup of matvec.wgsl: 8 row groups of 4.
+pub const MATVEC_ROWS: u32 = 32;
+/// Rows and tokens per workgroup of matmul.wgsl: 64 invocations of 4 rows.
+pub const MATMUL_ROWS: u32 = 256;
+pub const MATMUL_TOKENS: u32 = 8;
+/// Limits of attention.wgsl's workgroup memory.
+pub const ATTENTION_MAX_HEADS: u32 = 16;
+pub const ATTENTION_MAX_Q: u32 = 1024;
+
+/// One compiled kernel and the layout of its group-0 bindings.
+pub struct Kernel {
+    name: &'static str,
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+}
+
+impl Kernel {
+    /// A bind group for group 0, binding `buffers` whole, in the kernel's order.
+    pub fn bind(&self, ctx: &GpuContext, label: &str, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, buffer)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: buffer.as_entire_binding(),
+            })
+            .collect();
+        ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&format!("{} {label}", self.name)),
+            layout: &self.layout,
+            entries: &entries,
+        })
+    }
+
+    /// Records one dispatch with the given bind groups (group 0, then group 1).
+    pub fn dispatch(&self, pass: &mut wgpu::ComputePass, groups: &[&wgpu::BindGroup], grid: Grid) {
+        pass.set_pipeline(&self.pipeline);
+        for (i, group) in groups.iter().enumerate() {
+            pass.set_bind_group(i as u32, *group, &[]);
+        }
+        pass.dispatch_workgroups(grid.x, grid.y, 1);
+    }
+}
+
+/// A dispatch's workgroup counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grid {
+    pub x: u32,
+    pub y: u32,
+}
+
+impl Grid {
+    pub fn new(x: u32, y: u32) -> Self {
+        Self { x, y }
+    }
+
+    /// Enough workgroups for `count` of them in a line, folded into a second
+    /// dimension when one would exceed `max_per_dim`. Kernels rebuild the linear
+    /// index as `x + y * groups.x` and ignore the surplus.
+    pub fn linear(count: u32, max_per_dim: u32) -> Self {
+        if count <= max_per_dim {
+            Self { x: count.max(1), y: 1 }
+        } else {
+            Self { x: max_per_dim, y: count.div_ceil(max_per_dim) }
+        }
+    }
+}
+
+/// The kernels of one kind for each weight format the model uses.
+pub struct ByFormat(HashMap<WeightFormat, Kernel>);
+
+impl ByFormat {
+    pub fn get(&self, format: WeightFormat) -> &Kernel {
+        // Kernels are compiled for every format of a model's matrices before any
+        // matrix is used, so a miss is a bug in this crate, not bad input.
+        &self.0[&format]
+    }
+}
+
+/// Every pipeline the forward pass needs.
+pub struct Kernels {
+    pub embed: ByFormat,
+    pub matvec: ByFormat,
+    pub matmul: ByFormat,
+    pub rmsnorm: Kernel,
+    pub rope: Kernel,
+    pub kv_append: Kernel,
+    pub attention: Kernel,
+    pub swiglu: Kernel,
+    pub add: Kernel,
+    pub argmax: Kernel,
+    /// Group 1 of the weight-reading kernels: a chunk's uniform and its words.
+    pub weight_layout: wgpu::BindGroupLayout,
+    max_per_dim: u32,
+}
+
+impl Kernels {
+    /// Compiles the kernels, with weight-reading ones for each of `formats`.
+    /// `neox` chooses the half-split rotation of RoPE over adjacent pairs.
+    pub fn new(ctx: &GpuContext, formats: &[WeightFormat], neox: bool) -> Self {
+        let mut builder = Builder { ctx, layouts: HashMap::new() };
+        let weight_layout = builder.layout(&[Uniform, Read]);
+        let by_format = |builder: &mut Builder, name: &'static str, file: &str, slots: &[Slot]| {
+            let map = formats
+                .iter()
+                .map(|&f| {
+                    let constants = [("WEIGHT_FORMAT", f as u32 as f64)];
+                    let kernel =
+                        builder.kernel(name, file, slots, Some(&weight_layout), &constants);
+                    (f, kernel)
+                })
+                .collect();
+            ByFormat(map)
+        };
+        let embed = by_format(&mut builder, "embed", "embed.wgsl", &[Uniform, Read, Write]);
+        let product = [Uniform, Uniform, Read, Write];
+        let matvec = by_format(&mut builder, "matvec", "matvec.wgsl", &product);
+        let matmul = by_format(&mut builder, "matmul", "matmul.wgsl", &product);
+        let neox = [("NEOX", if neox { 1.0 } else { 0.0 })];
+        let kernels = Self {
+            embed,
+            matvec,
+            matmul,
+            rmsnorm: builder.kernel(
+                "rmsnorm",
+                "rmsnorm.wgsl",
+                &[Uniform, Uniform, Read, Read, Write],
+                None,
+                &[],
+            ),
+            rope: builder.kernel("rope", "rope.wgsl", &[Uniform, Uniform, Read, Write], None, &neox),
+            kv_append: builder.kernel(
+                "kv_append",
+                "kv_append.wgsl",
+                &[Uniform, Uniform, Read, Read, Write, Write],
+                None,
+                &[],
+            ),
+            attention: builder.kernel(
+                "attention",
+                "attention.wgsl",
+                &[Uniform, Uniform, Read, Read, Read, Write],
+                None,
+                &[],
+            ),
+            swiglu: builder.kernel("swiglu", "swiglu.wgsl", &product, None, &[]),
+            add: builder.kernel("add", "add.wgsl", &product, None, &[]),
+            argmax: builder.kernel("argmax", "argmax.wgsl", &[Uniform, Read, Write], None, &[]),
+            weight_layout: weight_layout.clone(),
+            max_per_dim: ctx.limits.max_compute_workgroups_per_dimension,
+        };
+        kernels
+    }
+
+    /// Workgroups for `invocations` invocations of a 64-wide element-wise kernel.
+    pub fn elementwise_grid(&self, invocations: u32) -> Grid {
+        Grid::linear(invocations.div_ceil(WORKGROUP), self.max_per_dim)
+    }
+
+    /// Workgroups of matvec.wgsl for a chunk of `rows` rows.
+    pub fn matvec_grid(&self, rows: u32) -> Grid {
+        Grid::linear(rows.div_ceil(MATVEC_ROWS), self.max_per_dim)
+    }
+
+    /// Workgroups of matmul.wgsl for a chunk of `rows` rows and `tokens` tokens.
+    pub fn matmul_grid(&self, rows: u32, tokens: u32) -> Grid {
+        Grid::new(rows.div_ceil(MATMUL_ROWS), tokens.div_ceil(MATMUL_TOKENS))
+    }
+
+    /// The attention kernel's split of a group of `group_size` query heads of
+    /// `head_dim` each across workgroups: (heads per workgroup, workgroups per
+    /// KV head). Each workgroup holds its heads' queries and outputs in
+    /// workgroup memory, which bounds how many it can serve.
+    pub fn attention_split(group_size: u32, head_dim: u32) -> Option<(u32, u32)> {
+        (1..=group_size)
+            .filter(|splits| group_size % splits == 0)
+            .map(|splits| (group_size / splits, splits))
+            .find(|&(heads, _)| {
+                heads <= ATTENTION_MAX_HEADS && heads * head_dim <= ATTENTION_MAX_Q
+            })
+    }
+}
+
+struct Builder<'a> {
+    ctx: &'a GpuContext,
+    layouts: HashMap<Vec<Slot>, wgpu::BindGroupLayout>,
+}
+
+impl Builder<'_> {
+    /// The bind group layout for a list of slots; kernels with the same slots
+    /// share one layout object, so their bind groups are interchangeable.
+    fn layout(&mut self, slots: &[Slot]) -> wgpu::BindGroupLayout {
+        let ctx = self.ctx;
+        self.layouts
+            .entry(slots.to_vec())
+            .or_insert_with(|| {
+                let entries: Vec<wgpu::BindGroupLayoutEntry> = slots
+                    .iter()
+                    .enumerate()
+                    .map(|(i, slot)| wgpu::BindGroupLayoutEntry {
+                        binding: i as u32,
+                        visibility: wgpu::ShaderStages::COMPUTE,
+                        ty: wgpu::BindingType::Buffer {
+                            ty: match slot {
+                                Uniform => wgpu::BufferBindingType::Uniform,
+                                Read => wgpu::BufferBindingType::Storage { read_only: true },
+                                Write => wgpu::BufferBindingType::Storage { read_only: false },
+                            },
+                            has_dynamic_offset: false,
+                            min_binding_size: None,
+                        },
+                        count: None,
+                    })
+                    .collect();
+                let label = format!("layout {slots:?}");
+                ctx.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: Some(&label),
+                    entries: &entries,
+                })
+            })
+            .clone()
+    }
+
+    fn kernel(
+        &mut self,
+        name: &'static str,
+        file: &str,
+        slots: &[Slot],
+        weights: Option<&wgpu::BindGroupLayout>,
+        constants: &[(&str, f64)],
+    ) -> Kernel {
+        let device = &self.ctx.device;
+        let layout = self.layout(slots);
+        // The sources are part of the crate, so a missing file is a build bug.
+        let source = full_source(file).unwrap_or_default();
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(file),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        let groups: Vec<Option<&wgpu::BindGroupLayout>> = match weights {
+            Some(w) => vec![Some(&layout), Some(w)],
+            None => vec![Some(&layout)],
+        };
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(name),
+            bind_group_layouts: &groups,
+            immediate_size: 0,
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(name),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        Kernel { name, pipeline, layout }
+    }
+}

@@ -1,0 +1,143 @@
+//! Weight matrices on the GPU in their stored formats, split by rows into as many
+//! bindings as the adapter's binding limit needs. Every use of a matrix (embedding
+//! lookup, matrix-vector and matrix-matrix products) goes through here, so the
+//! splitting is invisible to the rest of the engine.
+
+use super::kernels::{Grid, Kernels};
+use super::uniforms::WeightChunk;
+use super::GpuContext;
+use crate::quant::{repack_for_gpu, WeightFormat, BLOCK};
+
+/// Why a matrix cannot be placed on the GPU.
+#[derive(Debug, thiserror::Error)]
+pub enum MatrixError {
+    #[error("tensor '{name}': {cols} columns is not a multiple of {BLOCK}")]
+    Columns { name: String, cols: usize },
+    #[error("tensor '{name}': one row of {row_bytes} bytes exceeds the {limit}-byte binding limit")]
+    RowTooLarge { name: String, row_bytes: u64, limit: u64 },
+    #[error("tensor '{name}': {bytes} bytes of {format} data, expected {expected}")]
+    Size { name: String, format: &'static str, bytes: usize, expected: usize },
+}
+
+/// One binding's worth of rows.
+pub struct Chunk {
+    pub row0: u32,
+    pub rows: u32,
+    pub buffer: wgpu::Buffer,
+    /// Group 1 of the weight-reading kernels: this chunk's shape and words.
+    pub bind_group: wgpu::BindGroup,
+}
+
+/// A matrix `[rows, cols]` (GGUF dims `[cols, rows]`) in its stored format.
+pub struct GpuMatrix {
+    pub name: String,
+    pub format: WeightFormat,
+    pub rows: u32,
+    pub cols: u32,
+    pub chunks: Vec<Chunk>,
+}
+
+impl GpuMatrix {
+    /// Rows per chunk so that each chunk's words fit one binding.
+    pub fn rows_per_chunk(
+        name: &str,
+        format: WeightFormat,
+        cols: usize,
+        limit: u64,
+    ) -> Result<usize, MatrixError> {
+        // A lone row rounds its scales up to whole words, so n rows take at most
+        // n times what one row takes.
+        let row_bytes = 4 * format.gpu_words(1, cols).0 as u64;
+        if row_bytes > limit {
+            return Err(MatrixError::RowTooLarge { name: name.into(), row_bytes, limit });
+        }
+        Ok((limit / row_bytes) as usize)
+    }
+
+    /// Uploads GGUF bytes of a `[rows, cols]` matrix.
+    pub fn upload(
+        ctx: &GpuContext,
+        kernels: &Kernels,
+        name: &str,
+        format: WeightFormat,
+        rows: usize,
+        cols: usize,
+        bytes: &[u8],
+    ) -> Result<Self, MatrixError> {
+        if cols % BLOCK != 0 {
+            return Err(MatrixError::Columns { name: name.into(), cols });
+        }
+        let row_bytes = cols / BLOCK * format.block_bytes();
+        if bytes.len() != rows * row_bytes {
+            let expected = rows * row_bytes;
+            let format = format.name();
+            return Err(MatrixError::Size { name: name.into(), format, bytes: bytes.len(), expected });
+        }
+        let per_chunk = Self::rows_per_chunk(name, format, cols, ctx.max_binding_bytes())?;
+        let mut chunks = Vec::new();
+        let mut row0 = 0;
+        while row0 < rows {
+            let n = per_chunk.min(rows - row0);
+            let words = repack_for_gpu(format, &bytes[row0 * row_bytes..(row0 + n) * row_bytes], n, cols);
+            let label = format!("{name} rows {row0}..{}", row0 + n);
+            let buffer = ctx.storage_with(&label, bytemuck::cast_slice(&words));
+            let shape = WeightChunk {
+                rows: n as u32,
+                cols: cols as u32,
+                row0: row0 as u32,
+                scale_offset: format.gpu_words(n, cols).1 as u32,
+            };
+            let uniform = ctx.uniform_with(&label, bytemuck::bytes_of(&shape));
+            let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(&label),
+                layout: &kernels.weight_layout,
+                entries: &[
+                    wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() },
+                    wgpu::BindGroupEntry { binding: 1, resource: buffer.as_entire_binding() },
+                ],
+            });
+            chunks.push(Chunk { row0: row0 as u32, rows: n as u32, buffer, bind_group });
+            row0 += n;
+        }
+        Ok(Self { name: name.into(), format, rows: rows as u32, cols: cols as u32, chunks })
+    }
+
+    /// Bytes the matrix takes on the GPU.
+    pub fn gpu_bytes(&self) -> u64 {
+        self.chunks.iter().map(|c| c.buffer.size()).sum()
+    }
+
+    /// Records `y = W x` for `n_tokens` token rows: matvec for one token, matmul
+    /// for more. `io` is a group-0 bind group of (step, product params, x, y).
+    pub fn encode_product(
+        &self,
+        kernels: &Kernels,
+        pass: &mut wgpu::ComputePass,
+        io: &wgpu::BindGroup,
+        n_tokens: u32,
+    ) {
+        for chunk in &self.chunks {
+            if n_tokens == 1 {
+                let grid = kernels.matvec_grid(chunk.rows);
+                kernels.matvec.get(self.format).dispatch(pass, &[io, &chunk.bind_group], grid);
+            } else {
+                let grid = kernels.matmul_grid(chunk.rows, n_tokens);
+                kernels.matmul.get(self.format).dispatch(pass, &[io, &chunk.bind_group], grid);
+            }
+        }
+    }
+
+    /// Records the embedding lookup of `n_tokens` ids. `io` binds (step, ids, out).
+    pub fn encode_embed(
+        &self,
+        kernels: &Kernels,
+        pass: &mut wgpu::ComputePass,
+        io: &wgpu::BindGroup,
+        n_tokens: u32,
+    ) {
+        let grid: Grid = kernels.elementwise_grid(n_tokens * self.cols / 8);
+        for chunk in &self.chunks {
+            kernels.embed.get(self.format).dispatch(pass, &[io, &chunk.bind_group], grid);
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Rust twins of the kernels' uniform structs, field for field, padded to the
+//! 16-byte multiples WebGPU wants for uniform buffers.
+
+use bytemuck::{Pod, Zeroable};
+
+/// `Step` in every kernel: where the tokens of this submission sit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct Step {
+    pub pos0: u32,     // position of the step's first token
+    pub n_tokens: u32, // tokens in this step
+    pub _pad: [u32; 2],
+}
+
+/// `WeightChunk` in shaders/quant.wgsl: one binding's rows of a matrix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct WeightChunk {
+    pub rows: u32,         // rows in this chunk
+    pub cols: u32,         // elements per row, a multiple of 32
+    pub row0: u32,         // the chunk's first row within the whole tensor
+    pub scale_offset: u32, // in words: where the scales start
+}
+
+/// `Params` of matvec.wgsl and matmul.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct Product {
+    pub x_from_last: u32, // 1: x is the step's last token row (matvec only)
+    pub y_stride: u32,    // elements between token rows of y: the tensor's rows
+    pub _pad: [u32; 2],
+}
+
+/// `Params` of rmsnorm.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct Norm {
+    pub n: u32,   // elements per row
+    pub eps: f32, // added to the mean square
+    pub _pad: [u32; 2],
+}
+
+/// `Params` of rope.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct Rope {
+    pub n_heads: u32,  // heads in each token row
+    pub head_dim: u32, // elements per head
+    pub _pad: [u32; 2],
+}
+
+/// `Params` of kv_append.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct KvAppend {
+    pub n_kv_head: u32,
+    pub head_dim: u32,
+    pub max_seq: u32, // positions the cache holds
+    pub _pad: u32,
+}
+
+/// `Params` of attention.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct Attention {
+    pub n_head: u32,
+    pub n_kv_head: u32,
+    pub head_dim: u32,
+    pub max_seq: u32,             // positions the cache holds
+    pub heads_per_workgroup: u32, // query heads each workgroup serves
+    pub splits: u32,              // workgroups per KV head
+    pub scale: f32,               // 1 / sqrt(head_dim)
+    pub _pad: u32,
+}
+
+/// `Params` of the element-wise kernels (swiglu, add) and argmax.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct Count {
+    pub n: u32, // elements per token row (argmax: logits)
+    pub _pad: [u32; 3],
+}

@@ -1,0 +1,36 @@
+//! A model: its description from GGUF metadata and its weights on the GPU.
+
+mod config;
+pub mod weights;
+
+pub use config::ModelConfig;
+
+use crate::gguf::GgufError;
+use crate::gpu::matrix::MatrixError;
+use crate::gpu::GpuError;
+
+/// Why a model cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error("architecture '{0}' is not supported (supported: llama)")]
+    Architecture(String),
+    #[error("metadata '{key}' = {value}: {why}")]
+    Invalid { key: String, value: String, why: String },
+    #[error("tensor '{0}' is missing")]
+    MissingTensor(String),
+    #[error("tensor '{name}' has dims {found:?}, expected {expected:?}")]
+    Shape { name: String, found: Vec<u64>, expected: Vec<u64> },
+    #[error("tensor '{name}' is {ggml_type}, which no kernel reads (F32, F16, Q8_0, Q4_0, Q4_1)")]
+    TensorType { name: String, ggml_type: &'static str },
+    #[error(transparent)]
+    Matrix(#[from] MatrixError),
+    #[error(
+        "the KV cache of one layer needs {bytes} bytes for {max_seq} positions, over the \
+         {limit}-byte binding limit of this GPU: ask for a shorter context"
+    )]
+    CacheTooLarge { bytes: u64, max_seq: usize, limit: u64 },
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+}

@@ -1,0 +1,169 @@
+//! The model's tensors on the GPU: matrices in their stored formats, norms as f32.
+
+use super::{ModelConfig, ModelError};
+use crate::gguf::{GgmlType, GgufFile, TensorInfo};
+use crate::gpu::kernels::Kernels;
+use crate::gpu::matrix::GpuMatrix;
+use crate::gpu::GpuContext;
+use crate::quant::{dequantize, WeightFormat};
+
+/// One transformer block's weights. Matrices are `[out, in]`.
+pub struct LayerWeights {
+    pub attn_norm: wgpu::Buffer, // [n_embd] f32
+    pub wq: GpuMatrix,           // [n_head * head_dim, n_embd]
+    pub wk: GpuMatrix,           // [n_kv_head * head_dim, n_embd]
+    pub wv: GpuMatrix,           // [n_kv_head * head_dim, n_embd]
+    pub wo: GpuMatrix,           // [n_embd, n_head * head_dim]
+    pub ffn_norm: wgpu::Buffer,  // [n_embd] f32
+    pub w_gate: GpuMatrix,       // [n_ff, n_embd]
+    pub w_up: GpuMatrix,         // [n_ff, n_embd]
+    pub w_down: GpuMatrix,       // [n_embd, n_ff]
+}
+
+/// Every weight of the model.
+pub struct Weights {
+    pub token_embd: GpuMatrix,    // [vocab, n_embd]
+    pub layers: Vec<LayerWeights>,
+    pub output_norm: wgpu::Buffer, // [n_embd] f32
+    /// `output.weight` [vocab, n_embd]; `None` when tied to `token_embd`.
+    pub output: Option<GpuMatrix>,
+}
+
+/// The GGUF name of a tensor of block `layer`.
+pub fn layer_tensor(layer: usize, name: &str) -> String {
+    format!("blk.{layer}.{name}.weight")
+}
+
+/// Looks up a tensor and checks its GGUF dims (`[cols, rows]` for a matrix).
+pub fn find<'a>(file: &'a GgufFile, name: &str, dims: &[usize]) -> Result<&'a TensorInfo, ModelError> {
+    let info = file.tensor(name).ok_or_else(|| ModelError::MissingTensor(name.into()))?;
+    let expected: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
+    if info.dims != expected {
+        return Err(ModelError::Shape { name: name.into(), found: info.dims.clone(), expected });
+    }
+    Ok(info)
+}
+
+fn format_of(info: &TensorInfo) -> Result<WeightFormat, ModelError> {
+    WeightFormat::from_ggml(info.ggml_type)
+        .ok_or(ModelError::TensorType { name: info.name.clone(), ggml_type: info.ggml_type.name() })
+}
+
+/// Every matrix of the model with its shape as `(name, rows, cols)`.
+pub fn matrices(cfg: &ModelConfig, file: &GgufFile) -> Vec<(String, usize, usize)> {
+    let mut list = vec![("token_embd.weight".to_string(), cfg.vocab, cfg.n_embd)];
+    for l in 0..cfg.n_layer {
+        for (name, rows, cols) in [
+            ("attn_q", cfg.q_dim(), cfg.n_embd),
+            ("attn_k", cfg.kv_dim(), cfg.n_embd),
+            ("attn_v", cfg.kv_dim(), cfg.n_embd),
+            ("attn_output", cfg.n_embd, cfg.q_dim()),
+            ("ffn_gate", cfg.n_ff, cfg.n_embd),
+            ("ffn_up", cfg.n_ff, cfg.n_embd),
+            ("ffn_down", cfg.n_embd, cfg.n_ff),
+        ] {
+            list.push((layer_tensor(l, name), rows, cols));
+        }
+    }
+    if file.tensor("output.weight").is_some() {
+        list.push(("output.weight".to_string(), cfg.vocab, cfg.n_embd));
+    }
+    list
+}
+
+/// The weight formats of the model's matrices, checking each has a kernel.
+pub fn formats(cfg: &ModelConfig, file: &GgufFile) -> Result<Vec<WeightFormat>, ModelError> {
+    let mut formats = Vec::new();
+    for (name, rows, cols) in matrices(cfg, file) {
+        let format = format_of(find(file, &name, &[cols, rows])?)?;
+        if !formats.contains(&format) {
+            formats.push(format);
+        }
+    }
+    Ok(formats)
+}
+
+/// A norm vector as f32 values (F32 as stored; F16 widened, it is tiny).
+pub fn norm_values(file: &GgufFile, bytes: &[u8], name: &str, n: usize) -> Result<Vec<f32>, ModelError> {
+    let info = find(file, name, &[n])?;
+    let data = file.tensor_data(bytes, info)?;
+    let format = match info.ggml_type {
+        GgmlType::F32 => WeightFormat::F32,
+        GgmlType::F16 => WeightFormat::F16,
+        other => {
+            return Err(ModelError::TensorType { name: name.into(), ggml_type: other.name() })
+        }
+    };
+    let mut values = vec![0.0; n.next_multiple_of(crate::quant::BLOCK)];
+    let mut padded = data.to_vec();
+    padded.resize(values.len() / crate::quant::BLOCK * format.block_bytes(), 0);
+    dequantize(format, &padded, &mut values);
+    values.truncate(n);
+    Ok(values)
+}
+
+impl Weights {
+    /// Uploads every tensor; `bytes` is the whole GGUF file.
+    pub fn upload(
+        ctx: &GpuContext,
+        kernels: &Kernels,
+        cfg: &ModelConfig,
+        file: &GgufFile,
+        bytes: &[u8],
+    ) -> Result<Self, ModelError> {
+        let matrix = |name: &str, rows: usize, cols: usize| -> Result<GpuMatrix, ModelError> {
+            let info = find(file, name, &[cols, rows])?;
+            let data = file.tensor_data(bytes, info)?;
+            Ok(GpuMatrix::upload(ctx, kernels, name, format_of(info)?, rows, cols, data)?)
+        };
+        let norm = |name: &str| -> Result<wgpu::Buffer, ModelError> {
+            let values = norm_values(file, bytes, name, cfg.n_embd)?;
+            Ok(ctx.storage_with(name, bytemuck::cast_slice(&values)))
+        };
+        let (e, q, kv, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
+
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        for l in 0..cfg.n_layer {
+            let t = |name: &str| layer_tensor(l, name);
+            layers.push(LayerWeights {
+                attn_norm: norm(&t("attn_norm"))?,
+                wq: matrix(&t("attn_q"), q, e)?,
+                wk: matrix(&t("attn_k"), kv, e)?,
+                wv: matrix(&t("attn_v"), kv, e)?,
+                wo: matrix(&t("attn_output"), e, q)?,
+                ffn_norm: norm(&t("ffn_norm"))?,
+                w_gate: matrix(&t("ffn_gate"), ff, e)?,
+                w_up: matrix(&t("ffn_up"), ff, e)?,
+                w_down: matrix(&t("ffn_down"), e, ff)?,
+            });
+        }
+        let output = match file.tensor("output.weight") {
+            Some(_) => Some(matrix("output.weight", cfg.vocab, e)?),
+            None => None,
+        };
+        Ok(Self {
+            token_embd: matrix("token_embd.weight", cfg.vocab, e)?,
+            layers,
+            output_norm: norm("output_norm.weight")?,
+            output,
+        })
+    }
+
+    /// The matrix that turns the final hidden state into logits.
+    pub fn output(&self) -> &GpuMatrix {
+        self.output.as_ref().unwrap_or(&self.token_embd)
+    }
+
+    /// Bytes the weights take on the GPU.
+    pub fn gpu_bytes(&self, cfg: &ModelConfig) -> u64 {
+        let norms = (2 * cfg.n_layer + 1) as u64 * cfg.n_embd as u64 * 4;
+        let mut bytes = self.token_embd.gpu_bytes() + norms;
+        bytes += self.output.as_ref().map_or(0, GpuMatrix::gpu_bytes);
+        for l in &self.layers {
+            for m in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
+                bytes += m.gpu_bytes();
+            }
+        }
+        bytes
+    }
+}

@@ -1,0 +1,139 @@
+//! Random models of any shape, written as GGUF files: the tests' tiny models and
+//! the benchmark's stand-ins for real weights of a model's exact shapes.
+
+use crate::gguf::{GgufWriter, Value};
+use crate::quant::{quantize, WeightFormat};
+
+/// The shape and formats of a random `llama`-architecture model.
+#[derive(Clone, Debug)]
+pub struct SyntheticSpec {
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub n_ff: usize,
+    pub vocab: usize,
+    pub context: usize,
+    pub rope_base: f32,
+    /// Format of the layers' matrices.
+    pub format: WeightFormat,
+    /// Format of `token_embd` (and of `output` when untied).
+    pub embd_format: WeightFormat,
+    /// Whether the output matrix is `token_embd` (no `output.weight`).
+    pub tied: bool,
+    pub seed: u64,
+}
+
+impl SyntheticSpec {
+    /// A tiny model with `n_head` query heads over `n_kv_head` KV heads.
+    pub fn tiny(n_head: usize, n_kv_head: usize, format: WeightFormat) -> Self {
+        Self {
+            n_layer: 2,
+            n_embd: 32 * n_head.max(2),
+            n_head,
+            n_kv_head,
+            n_ff: 96,
+            vocab: 160,
+            context: 256,
+            rope_base: 10_000.0,
+            format,
+            embd_format: WeightFormat::Q8_0,
+            tied: true,
+            seed: 1,
+        }
+    }
+
+    /// SmolLM2-135M's shapes and formats (the engine's default model).
+    pub fn smollm2_135m() -> Self {
+        Self {
+            n_layer: 30,
+            n_embd: 576,
+            n_head: 9,
+            n_kv_head: 3,
+            n_ff: 1536,
+            vocab: 49152,
+            context: 8192,
+            rope_base: 100_000.0,
+            format: WeightFormat::Q4_1,
+            embd_format: WeightFormat::Q8_0,
+            tied: true,
+            seed: 1,
+        }
+    }
+
+    /// The model as GGUF bytes.
+    pub fn to_gguf(&self) -> Vec<u8> {
+        let mut rng = Rng(self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let head_dim = self.n_embd / self.n_head;
+        let (q_dim, kv_dim) = (self.n_head * head_dim, self.n_kv_head * head_dim);
+        let mut w = GgufWriter::new();
+        w.add("general.architecture", Value::String("llama".into()));
+        w.add("general.name", Value::String("synthetic".into()));
+        let u32v = |v: usize| Value::U32(v as u32);
+        w.add("llama.block_count", u32v(self.n_layer));
+        w.add("llama.embedding_length", u32v(self.n_embd));
+        w.add("llama.attention.head_count", u32v(self.n_head));
+        w.add("llama.attention.head_count_kv", u32v(self.n_kv_head));
+        w.add("llama.feed_forward_length", u32v(self.n_ff));
+        w.add("llama.context_length", u32v(self.context));
+        w.add("llama.rope.dimension_count", u32v(head_dim));
+        w.add("llama.rope.freq_base", Value::F32(self.rope_base));
+        w.add("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5));
+
+        let mut matrix = |w: &mut GgufWriter, name: &str, rows: usize, cols: usize, f: WeightFormat| {
+            // uniform in ±sqrt(3 / cols): unit variance in, unit variance out
+            let a = (3.0 / cols as f32).sqrt();
+            let values: Vec<f32> = (0..rows * cols).map(|_| rng.uniform(-a, a)).collect();
+            w.add_tensor(name, &[cols as u64, rows as u64], f.ggml_type(), quantize(f, &values));
+        };
+        let norm = |w: &mut GgufWriter, name: &str, rng: &mut Rng, n: usize| {
+            let values: Vec<f32> = (0..n).map(|_| rng.uniform(0.8, 1.2)).collect();
+            let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            w.add_tensor(name, &[n as u64], crate::gguf::GgmlType::F32, bytes);
+        };
+
+        let mut embd_rng = Rng(self.seed.wrapping_add(7) | 1);
+        let embd: Vec<f32> =
+            (0..self.vocab * self.n_embd).map(|_| embd_rng.uniform(-1.0, 1.0)).collect();
+        let dims = [self.n_embd as u64, self.vocab as u64];
+        let embd_type = self.embd_format.ggml_type();
+        w.add_tensor("token_embd.weight", &dims, embd_type, quantize(self.embd_format, &embd));
+        let mut norm_rng = Rng(self.seed.wrapping_add(13) | 1);
+        for l in 0..self.n_layer {
+            let name = |t: &str| format!("blk.{l}.{t}.weight");
+            let f = self.format;
+            norm(&mut w, &name("attn_norm"), &mut norm_rng, self.n_embd);
+            matrix(&mut w, &name("attn_q"), q_dim, self.n_embd, f);
+            matrix(&mut w, &name("attn_k"), kv_dim, self.n_embd, f);
+            matrix(&mut w, &name("attn_v"), kv_dim, self.n_embd, f);
+            matrix(&mut w, &name("attn_output"), self.n_embd, q_dim, f);
+            norm(&mut w, &name("ffn_norm"), &mut norm_rng, self.n_embd);
+            matrix(&mut w, &name("ffn_gate"), self.n_ff, self.n_embd, f);
+            matrix(&mut w, &name("ffn_up"), self.n_ff, self.n_embd, f);
+            matrix(&mut w, &name("ffn_down"), self.n_embd, self.n_ff, f);
+        }
+        norm(&mut w, "output_norm.weight", &mut norm_rng, self.n_embd);
+        if !self.tied {
+            matrix(&mut w, "output.weight", self.vocab, self.n_embd, self.embd_format);
+        }
+        w.to_bytes()
+    }
+}
+
+/// xorshift64*: deterministic, seedable, and enough for random weights.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `[lo, hi)`.
+    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        let unit = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+        lo + (hi - lo) * unit
+    }
+}

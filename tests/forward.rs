@@ -1,0 +1,169 @@
+//! The whole forward pass on small random GQA models, written as GGUF files by
+//! the tests, against the CPU reference at every position.
+
+mod common;
+
+use common::{assert_close, gpu, gpu_with};
+use gqa_webgpu::gguf::GgufFile;
+use gqa_webgpu::gpu::{ContextOptions, GpuContext};
+use gqa_webgpu::quant::WeightFormat;
+use gqa_webgpu::reference::CpuModel;
+use gqa_webgpu::synthetic::{Rng, SyntheticSpec};
+use gqa_webgpu::{ForwardError, LoadOptions, Model, Output};
+
+/// Logits after two layers of f32 arithmetic against the f64 reference.
+const LOGIT_ATOL: f32 = 2e-4;
+const LOGIT_RTOL: f32 = 1e-4;
+/// The same model run two ways on the same GPU (different kernels and orders).
+const SAME_GPU_ATOL: f32 = 1e-4;
+
+fn tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
+    let mut rng = Rng(seed);
+    (0..n).map(|_| (rng.next_u64() % vocab as u64) as u32).collect()
+}
+
+fn load(ctx: &GpuContext, bytes: &[u8], block: usize) -> Model {
+    let file = GgufFile::parse(bytes, bytes.len() as u64).unwrap();
+    let options = LoadOptions { max_seq: Some(128), block };
+    Model::load(ctx, &file, bytes, &options).unwrap()
+}
+
+fn reference(bytes: &[u8]) -> CpuModel {
+    let file = GgufFile::parse(bytes, bytes.len() as u64).unwrap();
+    CpuModel::from_gguf(&file, bytes, Some(128)).unwrap()
+}
+
+fn all_logits(model: &mut Model, tokens: &[u32]) -> Vec<f32> {
+    pollster::block_on(model.forward(tokens, Output::AllLogits)).unwrap().logits
+}
+
+/// Prefill in blocks of 16 (so a 40-token prompt takes three submissions)
+/// against the reference, for every position.
+fn check_model(ctx: &GpuContext, spec: &SyntheticSpec, what: &str) {
+    let bytes = spec.to_gguf();
+    let prompt = tokens(40, spec.vocab, spec.seed);
+    let mut model = load(ctx, &bytes, 16);
+
+    let got = all_logits(&mut model, &prompt);
+
+    let expected = reference(&bytes).forward(&prompt);
+    assert_close(what, &got, &expected, LOGIT_ATOL, LOGIT_RTOL);
+    assert_eq!(model.len(), prompt.len());
+}
+
+#[test]
+fn forward_matches_reference_for_mha_gqa_and_mqa() {
+    let ctx = gpu();
+    for (n_head, n_kv_head) in [(4, 4), (8, 2), (8, 1), (9, 3)] {
+        let spec = SyntheticSpec::tiny(n_head, n_kv_head, WeightFormat::Q4_1);
+        check_model(&ctx, &spec, &format!("forward {n_head}/{n_kv_head} heads"));
+    }
+}
+
+#[test]
+fn forward_matches_reference_for_every_weight_format() {
+    let ctx = gpu();
+    for format in WeightFormat::ALL {
+        let mut spec = SyntheticSpec::tiny(8, 2, format);
+        spec.embd_format = format;
+        spec.tied = format != WeightFormat::Q4_0; // one untied output matrix
+        check_model(&ctx, &spec, &format!("forward, {format:?} weights"));
+    }
+}
+
+#[test]
+fn forward_matches_reference_with_matrices_split_across_bindings() {
+    // 48 KiB: token_embd (49 KB of Q8_0) and attn_q / attn_output (52 KB of Q4_1)
+    // each take two bindings; the KV cache of a layer (48 KiB) just fits.
+    let ctx = gpu_with(ContextOptions { max_binding_bytes: Some(48 * 1024) });
+    let spec = SyntheticSpec::tiny(9, 3, WeightFormat::Q4_1);
+    check_model(&ctx, &spec, "forward, split matrices");
+}
+
+#[test]
+fn decode_after_prefill_equals_prefill_of_the_whole_sequence() {
+    let ctx = gpu();
+    let spec = SyntheticSpec::tiny(9, 3, WeightFormat::Q4_1);
+    let bytes = spec.to_gguf();
+    let sequence = tokens(24, spec.vocab, 3);
+    let vocab = spec.vocab;
+    let whole = all_logits(&mut load(&ctx, &bytes, 64), &sequence);
+
+    // prefill 10 tokens, then decode one token at a time
+    let mut model = load(&ctx, &bytes, 64);
+    let mut stepwise = all_logits(&mut model, &sequence[..10]);
+    for &token in &sequence[10..] {
+        let step = pollster::block_on(model.forward(&[token], Output::LastLogits)).unwrap();
+        stepwise.extend(step.logits);
+    }
+
+    assert_close("decode vs prefill", &stepwise, &whole, SAME_GPU_ATOL, 0.0);
+    assert_eq!(stepwise.len(), sequence.len() * vocab);
+}
+
+#[test]
+fn greedy_argmax_equals_argmax_of_the_logits() {
+    let ctx = gpu();
+    let spec = SyntheticSpec::tiny(8, 2, WeightFormat::Q8_0);
+    let bytes = spec.to_gguf();
+    let prompt = tokens(12, spec.vocab, 4);
+    let mut model = load(&ctx, &bytes, 64);
+    let mut by_logits = load(&ctx, &bytes, 64);
+
+    let mut next = pollster::block_on(model.forward(&prompt, Output::Argmax)).unwrap().token;
+    let logits = pollster::block_on(by_logits.forward(&prompt, Output::LastLogits)).unwrap().logits;
+    for _ in 0..5 {
+        let expected = gqa_webgpu::reference::argmax(&logits) as u32;
+        assert_eq!(next, Some(expected));
+        next = pollster::block_on(model.forward(&[expected], Output::Argmax)).unwrap().token;
+        let logits_now = pollster::block_on(by_logits.forward(&[expected], Output::LastLogits));
+        let logits_now = logits_now.unwrap().logits;
+        assert_eq!(next, Some(gqa_webgpu::reference::argmax(&logits_now) as u32));
+    }
+}
+
+#[test]
+fn truncating_the_cache_and_running_again_reproduces_the_logits() {
+    let ctx = gpu();
+    let spec = SyntheticSpec::tiny(8, 1, WeightFormat::Q4_1);
+    let bytes = spec.to_gguf();
+    let first = tokens(20, spec.vocab, 5);
+    let detour = tokens(7, spec.vocab, 6);
+    let mut model = load(&ctx, &bytes, 64);
+    let before = all_logits(&mut model, &first);
+
+    // a new turn that diverges at position 12, then a retry of the original
+    model.truncate(12);
+    all_logits(&mut model, &detour);
+    assert_eq!(model.len(), 19);
+    model.truncate(12);
+    let again = all_logits(&mut model, &first[12..]);
+
+    let vocab = spec.vocab;
+    assert_close("after truncate", &again, &before[12 * vocab..], 0.0, 0.0);
+    model.clear();
+    assert_eq!(model.len(), 0);
+    assert_close("after clear", &all_logits(&mut model, &first), &before, 0.0, 0.0);
+}
+
+#[test]
+fn the_context_limit_and_bad_ids_are_refused() {
+    let ctx = gpu();
+    let spec = SyntheticSpec::tiny(4, 2, WeightFormat::Q8_0);
+    let bytes = spec.to_gguf();
+    let mut model = load(&ctx, &bytes, 64);
+
+    let too_long = tokens(129, spec.vocab, 7);
+    let full = pollster::block_on(model.forward(&too_long, Output::Argmax));
+    assert!(matches!(full, Err(ForwardError::ContextFull { capacity: 128, .. })), "{full:?}");
+    let bad = pollster::block_on(model.forward(&[spec.vocab as u32], Output::Argmax));
+    assert!(matches!(bad, Err(ForwardError::TokenOutOfRange { .. })), "{bad:?}");
+    let empty = pollster::block_on(model.forward(&[], Output::Argmax));
+    assert!(matches!(empty, Err(ForwardError::NoTokens)), "{empty:?}");
+    assert_eq!(model.len(), 0, "refused calls leave the cache as it was");
+
+    let fits = tokens(128, spec.vocab, 8);
+    assert!(pollster::block_on(model.forward(&fits, Output::Argmax)).is_ok());
+    let over = pollster::block_on(model.forward(&[1], Output::Argmax));
+    assert!(matches!(over, Err(ForwardError::ContextFull { len: 128, .. })), "{over:?}");
+}

@@ -1,0 +1,323 @@
+//! Every kernel against its CPU twin (src/reference.rs) on fresh random inputs,
+//! for every weight format, with outputs poisoned with NaN before each run.
+
+mod common;
+
+use bytemuck::bytes_of;
+use common::{assert_close, gpu, gpu_with, poison, random, read_f32, run};
+use gqa_webgpu::forward::rope_table;
+use gqa_webgpu::gpu::kernels::{Grid, Kernels};
+use gqa_webgpu::gpu::matrix::GpuMatrix;
+use gqa_webgpu::gpu::uniforms::{self, Step};
+use gqa_webgpu::gpu::{ContextOptions, GpuContext};
+use gqa_webgpu::quant::{quantize, WeightFormat};
+use gqa_webgpu::reference::{self, AttentionShape, Matrix};
+use gqa_webgpu::synthetic::Rng;
+
+/// Exact operations (lookups, copies) must match to the last bit.
+const EXACT: f32 = 0.0;
+/// Dot products of a few hundred f32 terms of magnitude about one.
+const PRODUCT_ATOL: f32 = 2e-5;
+const PRODUCT_RTOL: f32 = 1e-5;
+/// Element-wise maths (exp, sqrt, sin, cos) in f32 against f64.
+const ELEMENT_ATOL: f32 = 1e-6;
+const ELEMENT_RTOL: f32 = 1e-5;
+/// Attention: products, an exponential and a normalisation.
+const ATTENTION_ATOL: f32 = 1e-5;
+const ATTENTION_RTOL: f32 = 1e-4;
+
+fn step(ctx: &GpuContext, pos0: u32, n_tokens: u32) -> wgpu::Buffer {
+    ctx.uniform_with("step", bytes_of(&Step { pos0, n_tokens, _pad: [0; 2] }))
+}
+
+/// A random matrix in `format`: its GGUF bytes and the values they decode to.
+fn random_matrix(rng: &mut Rng, format: WeightFormat, rows: usize, cols: usize) -> (Vec<u8>, Matrix) {
+    let bytes = quantize(format, &random(rng, rows * cols, 1.0));
+    let matrix = Matrix::from_gguf_bytes(format, &bytes, rows, cols);
+    (bytes, matrix)
+}
+
+/// Contexts that place matrices whole, and split into chunks of a few rows.
+fn contexts() -> Vec<(&'static str, GpuContext)> {
+    let small = ContextOptions { max_binding_bytes: Some(2048) };
+    vec![("whole", gpu()), ("split", gpu_with(small))]
+}
+
+#[test]
+fn embed_matches_reference_for_every_format() {
+    let mut rng = Rng(11);
+    for (how, ctx) in contexts() {
+        for format in WeightFormat::ALL {
+            let kernels = Kernels::new(&ctx, &[format], false);
+            let (vocab, cols) = (70, 96);
+            let (bytes, table) = random_matrix(&mut rng, format, vocab, cols);
+            let m = GpuMatrix::upload(&ctx, &kernels, "table", format, vocab, cols, &bytes).unwrap();
+            assert_eq!(m.chunks.len() > 1, how == "split", "{format:?} {how}");
+            let ids: Vec<u32> = vec![0, 69, 5, 33, 34, 0];
+            let id_buffer = ctx.storage_with("ids", bytemuck::cast_slice(&ids));
+            let out = ctx.storage_with("out", &poison(ids.len() * cols));
+            let step = step(&ctx, 0, ids.len() as u32);
+            let kernel = kernels.embed.get(format);
+            let io = kernel.bind(&ctx, "test", &[&step, &id_buffer, &out]);
+
+            run(&ctx, |pass| m.encode_embed(&kernels, pass, &io, ids.len() as u32));
+
+            let got = read_f32(&ctx, &out, ids.len() * cols);
+            let what = format!("embed {format:?} ({how})");
+            assert_close(&what, &got, &reference::embed(&table, &ids), EXACT, EXACT);
+        }
+    }
+}
+
+/// Runs `y = W x` through [`GpuMatrix::encode_product`] for `tokens` rows of x,
+/// and checks it against the reference.
+fn check_product(ctx: &GpuContext, how: &str, format: WeightFormat, tokens: usize, last_only: bool) {
+    let mut rng = Rng(100 + tokens as u64);
+    let kernels = Kernels::new(ctx, &[format], false);
+    let (rows, cols) = (100, 256);
+    let (bytes, w) = random_matrix(&mut rng, format, rows, cols);
+    let m = GpuMatrix::upload(ctx, &kernels, "w", format, rows, cols, &bytes).unwrap();
+    let x = random(&mut rng, tokens * cols, 1.0);
+    let x_buffer = ctx.storage_with("x", bytemuck::cast_slice(&x));
+    let out_rows = if last_only { 1 } else { tokens };
+    let y = ctx.storage_with("y", &poison(out_rows * rows));
+    let params = uniforms::Product { x_from_last: last_only as u32, y_stride: rows as u32, _pad: [0; 2] };
+    let params = ctx.uniform_with("params", bytes_of(&params));
+    let step = step(ctx, 0, tokens as u32);
+    let io = kernels.matvec.get(format).bind(ctx, "test", &[&step, &params, &x_buffer, &y]);
+
+    run(ctx, |pass| m.encode_product(&kernels, pass, &io, out_rows as u32));
+
+    let got = read_f32(ctx, &y, out_rows * rows);
+    let x_used = if last_only { &x[(tokens - 1) * cols..] } else { &x[..] };
+    let what = format!("{} {format:?} ({how}, {tokens} tokens)", if out_rows == 1 { "matvec" } else { "matmul" });
+    assert_close(&what, &got, &reference::matmul(&w, x_used), PRODUCT_ATOL, PRODUCT_RTOL);
+}
+
+#[test]
+fn matvec_matches_reference_for_every_format() {
+    for (how, ctx) in contexts() {
+        for format in WeightFormat::ALL {
+            check_product(&ctx, how, format, 1, true);
+            // x taken from the last token row of a block, as for the logits of a prompt
+            check_product(&ctx, how, format, 3, true);
+        }
+    }
+}
+
+#[test]
+fn matmul_matches_reference_for_every_format() {
+    for (how, ctx) in contexts() {
+        for format in WeightFormat::ALL {
+            // 11 tokens: one full tile of 8 and a partial one
+            check_product(&ctx, how, format, 11, false);
+        }
+    }
+}
+
+#[test]
+fn rmsnorm_matches_reference() {
+    let ctx = gpu();
+    let kernels = Kernels::new(&ctx, &[], false);
+    let mut rng = Rng(3);
+    let (tokens, n, eps) = (3, 200, 1e-5);
+    let x = random(&mut rng, tokens * n, 2.0);
+    let w = random(&mut rng, n, 1.0);
+    let x_buffer = ctx.storage_with("x", bytemuck::cast_slice(&x));
+    let w_buffer = ctx.storage_with("w", bytemuck::cast_slice(&w));
+    let out = ctx.storage_with("out", &poison(tokens * n));
+    let params = uniforms::Norm { n: n as u32, eps, _pad: [0; 2] };
+    let params = ctx.uniform_with("params", bytes_of(&params));
+    let step = step(&ctx, 0, tokens as u32);
+    let io = kernels.rmsnorm.bind(&ctx, "test", &[&step, &params, &x_buffer, &w_buffer, &out]);
+
+    run(&ctx, |pass| kernels.rmsnorm.dispatch(pass, &[&io], Grid::new(tokens as u32, 1)));
+
+    let got = read_f32(&ctx, &out, tokens * n);
+    assert_close("rmsnorm", &got, &reference::rmsnorm(&x, &w, eps), ELEMENT_ATOL, ELEMENT_RTOL);
+}
+
+#[test]
+fn rope_matches_reference_in_both_conventions() {
+    let ctx = gpu();
+    let mut rng = Rng(5);
+    let (tokens, heads, head_dim, pos0, base) = (5, 3, 16, 7, 10_000.0);
+    for neox in [false, true] {
+        let kernels = Kernels::new(&ctx, &[], neox);
+        let x = random(&mut rng, tokens * heads * head_dim, 1.0);
+        let table = rope_table(32, head_dim, base);
+        let table = ctx.storage_with("table", bytemuck::cast_slice(&table));
+        let qk = ctx.storage_with("qk", bytemuck::cast_slice(&x));
+        let params = uniforms::Rope { n_heads: heads as u32, head_dim: head_dim as u32, _pad: [0; 2] };
+        let params = ctx.uniform_with("params", bytes_of(&params));
+        let step = step(&ctx, pos0 as u32, tokens as u32);
+        let io = kernels.rope.bind(&ctx, "test", &[&step, &params, &table, &qk]);
+
+        let pairs = (tokens * heads * head_dim / 2) as u32;
+        run(&ctx, |pass| kernels.rope.dispatch(pass, &[&io], kernels.elementwise_grid(pairs)));
+
+        let got = read_f32(&ctx, &qk, x.len());
+        let mut expected = x.clone();
+        reference::rope(&mut expected, head_dim, pos0, base, neox, heads);
+        let what = if neox { "rope (neox)" } else { "rope (adjacent pairs)" };
+        assert_close(what, &got, &expected, ELEMENT_ATOL, ELEMENT_RTOL);
+    }
+}
+
+#[test]
+fn kv_append_writes_only_the_step_positions() {
+    let ctx = gpu();
+    let kernels = Kernels::new(&ctx, &[], false);
+    let mut rng = Rng(7);
+    let (tokens, n_kv, hd, max_seq, pos0) = (3, 2, 8, 16, 5);
+    let k = random(&mut rng, tokens * n_kv * hd, 1.0);
+    let v = random(&mut rng, tokens * n_kv * hd, 1.0);
+    let k_old = random(&mut rng, n_kv * max_seq * hd, 1.0);
+    let v_old = random(&mut rng, n_kv * max_seq * hd, 1.0);
+    let buffers: Vec<wgpu::Buffer> = [&k, &v, &k_old, &v_old]
+        .iter()
+        .map(|data| ctx.storage_with("kv", bytemuck::cast_slice(data)))
+        .collect();
+    let params = uniforms::KvAppend {
+        n_kv_head: n_kv as u32,
+        head_dim: hd as u32,
+        max_seq: max_seq as u32,
+        _pad: 0,
+    };
+    let params = ctx.uniform_with("params", bytes_of(&params));
+    let step = step(&ctx, pos0 as u32, tokens as u32);
+    let io = kernels.kv_append.bind(
+        &ctx,
+        "test",
+        &[&step, &params, &buffers[0], &buffers[1], &buffers[2], &buffers[3]],
+    );
+
+    let n = (tokens * n_kv * hd) as u32;
+    run(&ctx, |pass| kernels.kv_append.dispatch(pass, &[&io], kernels.elementwise_grid(n)));
+
+    for (name, new, old, buffer) in [("K", &k, &k_old, &buffers[2]), ("V", &v, &v_old, &buffers[3])] {
+        let mut expected = old.clone();
+        for t in 0..tokens {
+            for h in 0..n_kv {
+                let to = (h * max_seq + pos0 + t) * hd;
+                let from = (t * n_kv + h) * hd;
+                expected[to..to + hd].copy_from_slice(&new[from..from + hd]);
+            }
+        }
+        let got = read_f32(&ctx, buffer, expected.len());
+        assert_close(&format!("kv_append {name}"), &got, &expected, EXACT, EXACT);
+    }
+}
+
+/// Grouped attention for `tokens` queries at positions `pos0..`, against the reference.
+fn check_attention(ctx: &GpuContext, kernels: &Kernels, shape: AttentionShape, pos0: usize, tokens: usize) {
+    let mut rng = Rng((shape.n_head * 1000 + shape.n_kv_head * 10 + tokens) as u64);
+    let hd = shape.head_dim;
+    let q = random(&mut rng, tokens * shape.n_head * hd, 1.0);
+    let k_cache = random(&mut rng, shape.n_kv_head * shape.max_seq * hd, 1.0);
+    let v_cache = random(&mut rng, shape.n_kv_head * shape.max_seq * hd, 1.0);
+    let group = (shape.n_head / shape.n_kv_head) as u32;
+    let (heads_per_workgroup, splits) = Kernels::attention_split(group, hd as u32).unwrap();
+    let params = uniforms::Attention {
+        n_head: shape.n_head as u32,
+        n_kv_head: shape.n_kv_head as u32,
+        head_dim: hd as u32,
+        max_seq: shape.max_seq as u32,
+        heads_per_workgroup,
+        splits,
+        scale: 1.0 / (hd as f32).sqrt(),
+        _pad: 0,
+    };
+    let params = ctx.uniform_with("params", bytes_of(&params));
+    let step = step(ctx, pos0 as u32, tokens as u32);
+    let q_buffer = ctx.storage_with("q", bytemuck::cast_slice(&q));
+    let k_buffer = ctx.storage_with("k", bytemuck::cast_slice(&k_cache));
+    let v_buffer = ctx.storage_with("v", bytemuck::cast_slice(&v_cache));
+    let out = ctx.storage_with("out", &poison(q.len()));
+    let io = kernels
+        .attention
+        .bind(ctx, "test", &[&step, &params, &q_buffer, &k_buffer, &v_buffer, &out]);
+
+    let grid = Grid::new(shape.n_kv_head as u32 * splits, tokens as u32);
+    run(ctx, |pass| kernels.attention.dispatch(pass, &[&io], grid));
+
+    let got = read_f32(ctx, &out, q.len());
+    let expected = reference::attention(&q, &k_cache, &v_cache, shape, pos0);
+    let what = format!(
+        "attention {}/{} heads, head size {hd}, {tokens} tokens from position {pos0} ({splits} split)",
+        shape.n_head, shape.n_kv_head
+    );
+    assert_close(&what, &got, &expected, ATTENTION_ATOL, ATTENTION_RTOL);
+}
+
+#[test]
+fn attention_matches_reference_for_decode_and_prefill() {
+    let ctx = gpu();
+    let kernels = Kernels::new(&ctx, &[], false);
+    for (n_head, n_kv_head, head_dim) in
+        [(4, 4, 64), (8, 2, 32), (8, 1, 16), (9, 3, 64), (32, 1, 64), (6, 3, 128)]
+    {
+        let shape = AttentionShape { n_head, n_kv_head, head_dim, max_seq: 160 };
+        // decode: one token seeing 1, 64 (a full tile) and 150 keys
+        for pos0 in [0, 63, 149] {
+            check_attention(&ctx, &kernels, shape, pos0, 1);
+        }
+        // prefill: a causal block at the start and after earlier positions
+        check_attention(&ctx, &kernels, shape, 0, 9);
+        check_attention(&ctx, &kernels, shape, 70, 5);
+    }
+}
+
+#[test]
+fn swiglu_and_add_match_reference() {
+    let ctx = gpu();
+    let kernels = Kernels::new(&ctx, &[], false);
+    let mut rng = Rng(9);
+    let (tokens, n) = (2, 300);
+    let a = random(&mut rng, tokens * n, 6.0);
+    let b = random(&mut rng, tokens * n, 2.0);
+    let params = uniforms::Count { n: n as u32, _pad: [0; 3] };
+    let params = ctx.uniform_with("params", bytes_of(&params));
+    let step = step(&ctx, 0, tokens as u32);
+    let grid = kernels.elementwise_grid((tokens * n) as u32);
+    for (name, kernel, expected) in [
+        ("swiglu", &kernels.swiglu, reference::swiglu(&a, &b)),
+        ("add", &kernels.add, reference::add(&a, &b)),
+    ] {
+        let in_out = ctx.storage_with("a", bytemuck::cast_slice(&a));
+        let other = ctx.storage_with("b", bytemuck::cast_slice(&b));
+        let io = kernel.bind(&ctx, "test", &[&step, &params, &other, &in_out]);
+
+        run(&ctx, |pass| kernel.dispatch(pass, &[&io], grid));
+
+        let got = read_f32(&ctx, &in_out, a.len());
+        assert_close(name, &got, &expected, ELEMENT_ATOL, ELEMENT_RTOL);
+    }
+}
+
+#[test]
+fn argmax_picks_the_first_of_equal_maxima() {
+    let ctx = gpu();
+    let kernels = Kernels::new(&ctx, &[], false);
+    let mut rng = Rng(13);
+    for n in [1, 255, 1000, 49152] {
+        let mut logits = random(&mut rng, n, 10.0);
+        let top = n / 3;
+        logits[top] = 11.0;
+        if n > 2 {
+            logits[n - 1] = 11.0; // a later tie must lose
+        }
+        let params = uniforms::Count { n: n as u32, _pad: [0; 3] };
+        let params = ctx.uniform_with("params", bytes_of(&params));
+        let input = ctx.storage_with("logits", bytemuck::cast_slice(&logits));
+        let chosen = ctx.storage_with("chosen", &[0xff; 4]);
+        let io = kernels.argmax.bind(&ctx, "test", &[&params, &input, &chosen]);
+
+        run(&ctx, |pass| kernels.argmax.dispatch(pass, &[&io], Grid::new(1, 1)));
+
+        let got = pollster::block_on(ctx.read_buffer(&chosen, 4)).unwrap();
+        let got = u32::from_le_bytes([got[0], got[1], got[2], got[3]]) as usize;
+        assert_eq!(got, reference::argmax(&logits), "argmax over {n}");
+        assert_eq!(got, top, "argmax over {n}");
+    }
+}
