@@ -11,7 +11,7 @@ use crate::gpu::uniforms::{self, Step};
 use crate::gpu::{GpuContext, GpuError};
 use crate::kv_cache::KvCache;
 use crate::model::weights::{self, Weights};
-use crate::model::{ModelConfig, ModelError};
+use crate::model::{MemoryPlan, ModelConfig, ModelError};
 
 /// Choices made when a model is loaded.
 #[derive(Clone, Debug)]
@@ -24,8 +24,20 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { max_seq: None, block: 64 }
+        Self {
+            max_seq: None,
+            block: 64,
+        }
     }
+}
+
+/// A loading phase, reported with the bytes done and the bytes in all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadPhase {
+    /// Compiling the kernels (counted in kernels, not bytes).
+    Compile,
+    /// Copying the weights to the GPU.
+    Upload,
 }
 
 /// What a forward call reads back.
@@ -37,7 +49,13 @@ pub enum Output {
     LastLogits,
     /// The logits of every token, `[n_tokens, vocab]`.
     AllLogits,
+    /// The `k` largest logits of the last token with their ids (at most
+    /// [`MAX_CANDIDATES`]): what sampling needs, without the whole vocabulary.
+    TopK(usize),
 }
+
+/// The most candidates [`Output::TopK`] returns.
+pub const MAX_CANDIDATES: usize = 1024;
 
 /// What a forward call returns.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -46,6 +64,9 @@ pub struct StepOutput {
     pub token: Option<u32>,
     /// With the logits outputs: `[vocab]` or `[n_tokens, vocab]`.
     pub logits: Vec<f32>,
+    /// With [`Output::TopK`]: `(id, logit)`, the largest logit first (the lower
+    /// id first among equal logits).
+    pub candidates: Vec<(u32, f32)>,
 }
 
 /// Why a forward call did not run.
@@ -57,9 +78,15 @@ pub enum ForwardError {
         "the context is full: {len} positions used and {new} more asked for, \
          but the cache holds {capacity}"
     )]
-    ContextFull { len: usize, new: usize, capacity: usize },
+    ContextFull {
+        len: usize,
+        new: usize,
+        capacity: usize,
+    },
     #[error("token id {id} is outside the vocabulary of {vocab}")]
     TokenOutOfRange { id: u32, vocab: usize },
+    #[error("{k} candidates asked for; between 1 and {max} can be read back")]
+    Candidates { k: usize, max: usize },
     #[error("the logits are not finite numbers: the GPU produced NaN or infinity")]
     NotFinite,
     #[error(transparent)]
@@ -81,8 +108,11 @@ struct Scratch {
     up: wgpu::Buffer,         // [block, n_ff]
     logits: wgpu::Buffer,     // [block, vocab]
     chosen: wgpu::Buffer,     // [1] u32
+    topk: wgpu::Buffer,       // TopK uniform
+    candidates: wgpu::Buffer, // [MAX_CANDIDATES] (id, logit bits)
     rope_table: wgpu::Buffer, // [max_seq, head_dim / 2] (cos, sin)
     chosen_staging: wgpu::Buffer,
+    candidates_staging: wgpu::Buffer,
     logits_staging: wgpu::Buffer,
 }
 
@@ -105,6 +135,7 @@ struct Binds {
     logits_last: wgpu::BindGroup,
     logits_all: wgpu::BindGroup,
     argmax: wgpu::BindGroup,
+    topk: wgpu::BindGroup,
 }
 
 struct LayerBinds {
@@ -152,25 +183,50 @@ impl Model {
         bytes: &[u8],
         options: &LoadOptions,
     ) -> Result<Self, ModelError> {
+        Self::load_with_progress(ctx, file, bytes, options, &mut |_, _, _| {})
+    }
+
+    /// [`Model::load`], calling `progress(phase, done, total)` as it goes.
+    pub fn load_with_progress(
+        ctx: &GpuContext,
+        file: &GgufFile,
+        bytes: &[u8],
+        options: &LoadOptions,
+        progress: &mut dyn FnMut(LoadPhase, u64, u64),
+    ) -> Result<Self, ModelError> {
         let cfg = ModelConfig::from_gguf(file, options.max_seq)?;
+        let block = options.block.max(1);
+        MemoryPlan::new(&cfg, file, block)?.check(ctx.max_binding_bytes())?;
         let formats = weights::formats(&cfg, file)?;
         let group = cfg.group_size() as u32;
-        let attention_split = Kernels::attention_split(group, cfg.head_dim as u32).ok_or_else(
-            || ModelError::Invalid {
-                key: format!("{}.attention.key_length", cfg.arch),
-                value: cfg.head_dim.to_string(),
-                why: format!(
-                    "a head of more than {} elements does not fit the attention kernel",
-                    crate::gpu::kernels::ATTENTION_MAX_Q
-                ),
-            },
-        )?;
+        let attention_split =
+            Kernels::attention_split(group, cfg.head_dim as u32).ok_or_else(|| {
+                ModelError::Invalid {
+                    key: format!("{}.attention.key_length", cfg.arch),
+                    value: cfg.head_dim.to_string(),
+                    why: format!(
+                        "a head of more than {} elements does not fit the attention kernel",
+                        crate::gpu::kernels::ATTENTION_MAX_Q
+                    ),
+                }
+            })?;
+        progress(LoadPhase::Compile, 0, 1);
         let kernels = Kernels::new(ctx, &formats, cfg.rope_neox);
-        let weights = Weights::upload(ctx, &kernels, &cfg, file, bytes)?;
+        progress(LoadPhase::Compile, 1, 1);
+        let weights = Weights::upload(ctx, &kernels, &cfg, file, bytes, &mut |done, total| {
+            progress(LoadPhase::Upload, done, total)
+        })?;
         let cache = KvCache::new(ctx, &cfg)?;
-        let block = options.block.max(1);
         let scratch = Scratch::new(ctx, &cfg, block);
-        let binds = Binds::new(ctx, &kernels, &cfg, &weights, &cache, &scratch, attention_split);
+        let binds = Binds::new(
+            ctx,
+            &kernels,
+            &cfg,
+            &weights,
+            &cache,
+            &scratch,
+            attention_split,
+        );
         log::info!(
             "model: {} layers, {} heads over {} KV heads, {} MiB of weights, {} MiB of KV cache",
             cfg.n_layer,
@@ -227,7 +283,11 @@ impl Model {
 
     /// Runs `tokens` at the next positions of the cache and reads back `output`
     /// for them (the last one, or all with [`Output::AllLogits`]).
-    pub async fn forward(&mut self, tokens: &[u32], output: Output) -> Result<StepOutput, ForwardError> {
+    pub async fn forward(
+        &mut self,
+        tokens: &[u32],
+        output: Output,
+    ) -> Result<StepOutput, ForwardError> {
         if tokens.is_empty() {
             return Err(ForwardError::NoTokens);
         }
@@ -239,6 +299,14 @@ impl Model {
             });
         }
         let vocab = self.config.vocab;
+        if let Output::TopK(k) = output {
+            if k == 0 || k > MAX_CANDIDATES.min(vocab) {
+                return Err(ForwardError::Candidates {
+                    k,
+                    max: MAX_CANDIDATES.min(vocab),
+                });
+            }
+        }
         if let Some(&id) = tokens.iter().find(|&&id| id as usize >= vocab) {
             return Err(ForwardError::TokenOutOfRange { id, vocab });
         }
@@ -255,21 +323,43 @@ impl Model {
             let part = self.run_block(block, wanted).await?;
             result.token = part.token.or(result.token);
             result.logits.extend(part.logits);
+            result.candidates = part.candidates;
         }
         Ok(result)
     }
 
     /// One submission: the tokens of `ids` (at most a block), and what to read back.
-    async fn run_block(&mut self, ids: &[u32], output: Option<Output>) -> Result<StepOutput, ForwardError> {
+    async fn run_block(
+        &mut self,
+        ids: &[u32],
+        output: Option<Output>,
+    ) -> Result<StepOutput, ForwardError> {
         let n = ids.len() as u32;
         let s = &self.scratch;
-        let step = Step { pos0: self.cache.len() as u32, n_tokens: n, _pad: [0; 2] };
+        let step = Step {
+            pos0: self.cache.len() as u32,
+            n_tokens: n,
+            _pad: [0; 2],
+        };
         self.ctx.queue.write_buffer(&s.step, 0, bytes_of(&step));
-        self.ctx.queue.write_buffer(&s.ids, 0, bytemuck::cast_slice(ids));
+        self.ctx
+            .queue
+            .write_buffer(&s.ids, 0, bytemuck::cast_slice(ids));
+        if let Some(Output::TopK(k)) = output {
+            let params = uniforms::TopK {
+                n: self.config.vocab as u32,
+                k: k as u32,
+                _pad: [0; 2],
+            };
+            self.ctx.queue.write_buffer(&s.topk, 0, bytes_of(&params));
+        }
 
-        let mut encoder = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("forward"),
-        });
+        let mut encoder = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("forward"),
+            });
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("forward"),
@@ -278,7 +368,8 @@ impl Model {
             self.encode_layers(&mut pass, n);
             self.encode_output(&mut pass, n, output);
         }
-        let vocab_bytes = (self.config.vocab * 4) as u64;
+        let vocab = self.config.vocab;
+        let vocab_bytes = (vocab * 4) as u64;
         let read = match output {
             None => 0,
             Some(Output::Argmax) => {
@@ -292,6 +383,11 @@ impl Model {
             Some(Output::AllLogits) => {
                 let bytes = u64::from(n) * vocab_bytes;
                 encoder.copy_buffer_to_buffer(&s.logits, 0, &s.logits_staging, 0, bytes);
+                bytes
+            }
+            Some(Output::TopK(k)) => {
+                let bytes = (k * 8) as u64;
+                encoder.copy_buffer_to_buffer(&s.candidates, 0, &s.candidates_staging, 0, bytes);
                 bytes
             }
         };
@@ -309,6 +405,22 @@ impl Model {
                     return Err(ForwardError::NotFinite);
                 }
                 out.token = Some(id);
+            }
+            Some(Output::TopK(_)) => {
+                let bytes = self.ctx.read_staging(&s.candidates_staging, read).await?;
+                let pairs: Vec<[u32; 2]> = bytemuck::pod_collect_to_vec(&bytes);
+                let mut candidates: Vec<(u32, f32)> = pairs
+                    .iter()
+                    .map(|&[id, bits]| (id, f32::from_bits(bits)))
+                    .collect();
+                if candidates
+                    .iter()
+                    .any(|&(id, logit)| !logit.is_finite() || id as usize >= vocab)
+                {
+                    return Err(ForwardError::NotFinite);
+                }
+                candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                out.candidates = candidates;
             }
             Some(_) => {
                 let bytes = self.ctx.read_staging(&s.logits_staging, read).await?;
@@ -338,7 +450,8 @@ impl Model {
             k.rope.dispatch(pass, &[&b.rope_k], rows(c.kv_dim() / 2));
 
             // append k, v to the cache, attend over it, project back, add
-            k.kv_append.dispatch(pass, &[&lb.kv_append], rows(c.kv_dim()));
+            k.kv_append
+                .dispatch(pass, &[&lb.kv_append], rows(c.kv_dim()));
             let groups = Grid::new(c.n_kv_head as u32 * splits, n);
             k.attention.dispatch(pass, &[&lb.attention], groups);
             layer.wo.encode_product(k, pass, &b.o, n);
@@ -369,6 +482,10 @@ impl Model {
                 head.encode_product(k, pass, &b.logits_last, 1);
                 k.argmax.dispatch(pass, &[&b.argmax], Grid::new(1, 1));
             }
+            Some(Output::TopK(_)) => {
+                head.encode_product(k, pass, &b.logits_last, 1);
+                k.topk.dispatch(pass, &[&b.topk], Grid::new(1, 1));
+            }
         }
     }
 }
@@ -392,8 +509,11 @@ impl Scratch {
             up: rows("up", cfg.n_ff),
             logits: ctx.storage("logits", logits_bytes),
             chosen: ctx.storage("chosen token", 4),
+            topk: ctx.uniform_with("topk params", bytes_of(&uniforms::TopK::default())),
+            candidates: ctx.storage("candidates", (MAX_CANDIDATES * 8) as u64),
             rope_table: ctx.storage_with("rope table", bytemuck::cast_slice(&table)),
             chosen_staging: ctx.staging("chosen token staging", 4),
+            candidates_staging: ctx.staging("candidates staging", (MAX_CANDIDATES * 8) as u64),
             logits_staging: ctx.staging("logits staging", logits_bytes),
         }
     }
@@ -412,15 +532,25 @@ impl Binds {
         // Uniforms with equal contents share one buffer.
         let mut uniforms: HashMap<Vec<u8>, wgpu::Buffer> = HashMap::new();
         let mut uniform = |label: &str, bytes: &[u8]| -> wgpu::Buffer {
-            uniforms.entry(bytes.to_vec()).or_insert_with(|| ctx.uniform_with(label, bytes)).clone()
+            uniforms
+                .entry(bytes.to_vec())
+                .or_insert_with(|| ctx.uniform_with(label, bytes))
+                .clone()
         };
         let product = |y_stride: usize, x_from_last: u32| uniforms::Product {
             x_from_last,
             y_stride: y_stride as u32,
             _pad: [0; 2],
         };
-        let count = |n: usize| uniforms::Count { n: n as u32, _pad: [0; 3] };
-        let norm = uniforms::Norm { n: cfg.n_embd as u32, eps: cfg.rms_eps, _pad: [0; 2] };
+        let count = |n: usize| uniforms::Count {
+            n: n as u32,
+            _pad: [0; 3],
+        };
+        let norm = uniforms::Norm {
+            n: cfg.n_embd as u32,
+            eps: cfg.rms_eps,
+            _pad: [0; 2],
+        };
         let norm = uniform("rmsnorm params", bytes_of(&norm));
         let rope = |heads: usize| uniforms::Rope {
             n_heads: heads as u32,
@@ -489,27 +619,52 @@ impl Binds {
         // matvec and matmul share one layout, so one bind group serves both
         let mv = k.matvec.get(w.token_embd.format);
         Self {
-            embed: k.embed.get(w.token_embd.format).bind(ctx, "token ids", &[&s.step, &s.ids, &s.x]),
+            embed: k.embed.get(w.token_embd.format).bind(
+                ctx,
+                "token ids",
+                &[&s.step, &s.ids, &s.x],
+            ),
             q: mv.bind(ctx, "xn -> q", &[&s.step, &p_q, &s.xn, &s.q]),
             k: mv.bind(ctx, "xn -> k", &[&s.step, &p_kv, &s.xn, &s.k]),
             v: mv.bind(ctx, "xn -> v", &[&s.step, &p_kv, &s.xn, &s.v]),
             rope_q: k.rope.bind(ctx, "q", &[&s.step, &r_q, &s.rope_table, &s.q]),
             rope_k: k.rope.bind(ctx, "k", &[&s.step, &r_k, &s.rope_table, &s.k]),
-            o: mv.bind(ctx, "attention -> projection", &[&s.step, &p_embd, &s.att, &s.proj]),
-            residual: k.add.bind(ctx, "x += projection", &[&s.step, &c_embd, &s.proj, &s.x]),
+            o: mv.bind(
+                ctx,
+                "attention -> projection",
+                &[&s.step, &p_embd, &s.att, &s.proj],
+            ),
+            residual: k
+                .add
+                .bind(ctx, "x += projection", &[&s.step, &c_embd, &s.proj, &s.x]),
             gate: mv.bind(ctx, "xn -> gate", &[&s.step, &p_ff, &s.xn, &s.gate]),
             up: mv.bind(ctx, "xn -> up", &[&s.step, &p_ff, &s.xn, &s.up]),
-            swiglu: k.swiglu.bind(ctx, "gate, up", &[&s.step, &c_ff, &s.up, &s.gate]),
-            down: mv.bind(ctx, "gate -> projection", &[&s.step, &p_embd, &s.gate, &s.proj]),
+            swiglu: k
+                .swiglu
+                .bind(ctx, "gate, up", &[&s.step, &c_ff, &s.up, &s.gate]),
+            down: mv.bind(
+                ctx,
+                "gate -> projection",
+                &[&s.step, &p_embd, &s.gate, &s.proj],
+            ),
             layers,
             output_norm: k.rmsnorm.bind(
                 ctx,
                 "output_norm",
                 &[&s.step, &norm, &s.x, &w.output_norm, &s.xn],
             ),
-            logits_last: mv.bind(ctx, "xn (last) -> logits", &[&s.step, &p_last, &s.xn, &s.logits]),
+            logits_last: mv.bind(
+                ctx,
+                "xn (last) -> logits",
+                &[&s.step, &p_last, &s.xn, &s.logits],
+            ),
             logits_all: mv.bind(ctx, "xn -> logits", &[&s.step, &p_all, &s.xn, &s.logits]),
-            argmax: k.argmax.bind(ctx, "logits", &[&c_vocab, &s.logits, &s.chosen]),
+            argmax: k
+                .argmax
+                .bind(ctx, "logits", &[&c_vocab, &s.logits, &s.chosen]),
+            topk: k
+                .topk
+                .bind(ctx, "logits", &[&s.topk, &s.logits, &s.candidates]),
         }
     }
 }

@@ -18,7 +18,11 @@ impl KvCache {
         let bytes = (cfg.kv_dim() * cfg.max_seq * 4) as u64;
         let limit = ctx.max_binding_bytes();
         if bytes > limit {
-            return Err(ModelError::CacheTooLarge { bytes, max_seq: cfg.max_seq, limit });
+            return Err(ModelError::CacheTooLarge {
+                bytes,
+                max_seq: cfg.max_seq,
+                limit,
+            });
         }
         let layer = |kind: &str, l: usize| ctx.storage(&format!("{kind} cache, layer {l}"), bytes);
         Ok(Self {

@@ -4,6 +4,9 @@
 //! Data flows one way: file -> [`gguf`] -> [`model`] (config + weights on the
 //! GPU) -> [`forward`] (kernels and the [`kv_cache`]) -> sampling -> tokenizer.
 
+pub mod chat;
+pub mod clock;
+pub mod engine;
 pub mod forward;
 pub mod gguf;
 pub mod gpu;
@@ -11,9 +14,15 @@ pub mod kv_cache;
 pub mod model;
 pub mod quant;
 pub mod reference;
+pub mod sampler;
 pub mod synthetic;
 pub mod tokenizer;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
-pub use forward::{ForwardError, LoadOptions, Model, Output, StepOutput};
+pub use engine::{Engine, EngineError, FinishReason, GenerateOptions, Generation};
+pub use forward::{
+    ForwardError, LoadOptions, LoadPhase, Model, Output, StepOutput, MAX_CANDIDATES,
+};
 pub use gpu::{ContextOptions, GpuContext, GpuError};
 pub use model::{ModelConfig, ModelError};

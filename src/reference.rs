@@ -29,12 +29,17 @@ impl Matrix {
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f64 {
-    a.iter().zip(b).map(|(&x, &y)| f64::from(x) * f64::from(y)).sum()
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| f64::from(x) * f64::from(y))
+        .sum()
 }
 
 /// Rows of the embedding table for each id: `[ids.len(), cols]`.
 pub fn embed(table: &Matrix, ids: &[u32]) -> Vec<f32> {
-    ids.iter().flat_map(|&id| table.row(id as usize).to_vec()).collect()
+    ids.iter()
+        .flat_map(|&id| table.row(id as usize).to_vec())
+        .collect()
 }
 
 /// RMSNorm of each row of `x` (rows of `weight.len()`).
@@ -43,7 +48,9 @@ pub fn rmsnorm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
         .flat_map(|row| {
             let mean_square = dot(row, row) / row.len() as f64;
             let scale = 1.0 / (mean_square + f64::from(eps)).sqrt();
-            row.iter().zip(weight).map(move |(&v, &w)| (f64::from(v) * scale * f64::from(w)) as f32)
+            row.iter()
+                .zip(weight)
+                .map(move |(&v, &w)| (f64::from(v) * scale * f64::from(w)) as f32)
         })
         .collect()
 }
@@ -64,7 +71,11 @@ pub fn rope(x: &mut [f32], head_dim: usize, pos0: usize, base: f32, neox: bool, 
         for head in row.chunks_mut(head_dim) {
             for i in 0..half {
                 let angle = pos * f64::from(base).powf(-2.0 * i as f64 / head_dim as f64);
-                let (a, b) = if neox { (i, i + half) } else { (2 * i, 2 * i + 1) };
+                let (a, b) = if neox {
+                    (i, i + half)
+                } else {
+                    (2 * i, 2 * i + 1)
+                };
                 let (x0, x1) = (f64::from(head[a]), f64::from(head[b]));
                 head[a] = (x0 * angle.cos() - x1 * angle.sin()) as f32;
                 head[b] = (x0 * angle.sin() + x1 * angle.cos()) as f32;
@@ -85,7 +96,13 @@ pub struct AttentionShape {
 /// Causal grouped attention for the tokens of `q` (`[tokens, n_head, head_dim]`),
 /// token `t` at position `pos0 + t`, over caches `[n_kv_head, max_seq, head_dim]`.
 /// Query head `h` reads KV head `h / (n_head / n_kv_head)`.
-pub fn attention(q: &[f32], k_cache: &[f32], v_cache: &[f32], s: AttentionShape, pos0: usize) -> Vec<f32> {
+pub fn attention(
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    s: AttentionShape,
+    pos0: usize,
+) -> Vec<f32> {
     let hd = s.head_dim;
     let group = s.n_head / s.n_kv_head;
     let scale = 1.0 / (hd as f64).sqrt();
@@ -97,8 +114,9 @@ pub fn attention(q: &[f32], k_cache: &[f32], v_cache: &[f32], s: AttentionShape,
             let qh = &q_row[h * hd..(h + 1) * hd];
             // where key or value `j` of this head's KV head starts in a cache
             let at = |j: usize| (kv * s.max_seq + j) * hd;
-            let scores: Vec<f64> =
-                (0..n_keys).map(|j| dot(qh, &k_cache[at(j)..at(j) + hd]) * scale).collect();
+            let scores: Vec<f64> = (0..n_keys)
+                .map(|j| dot(qh, &k_cache[at(j)..at(j) + hd]) * scale)
+                .collect();
             let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
             let total: f64 = weights.iter().sum();
@@ -163,7 +181,11 @@ pub struct CpuModel {
 }
 
 impl CpuModel {
-    pub fn from_gguf(file: &GgufFile, bytes: &[u8], max_seq: Option<usize>) -> Result<Self, ModelError> {
+    pub fn from_gguf(
+        file: &GgufFile,
+        bytes: &[u8],
+        max_seq: Option<usize>,
+    ) -> Result<Self, ModelError> {
         let config = ModelConfig::from_gguf(file, max_seq)?;
         let c = &config;
         let matrix = |name: &str, rows: usize, cols: usize| -> Result<Matrix, ModelError> {
@@ -172,7 +194,12 @@ impl CpuModel {
                 name: name.into(),
                 ggml_type: info.ggml_type.name(),
             })?;
-            Ok(Matrix::from_gguf_bytes(format, file.tensor_data(bytes, info)?, rows, cols))
+            Ok(Matrix::from_gguf_bytes(
+                format,
+                file.tensor_data(bytes, info)?,
+                rows,
+                cols,
+            ))
         };
         let norm = |name: &str| norm_values(file, bytes, name, c.n_embd);
         let mut layers = Vec::new();
@@ -195,7 +222,13 @@ impl CpuModel {
             Some(_) => matrix("output.weight", c.vocab, c.n_embd)?,
             None => token_embd.clone(),
         };
-        Ok(Self { output_norm: norm("output_norm.weight")?, config, token_embd, layers, output })
+        Ok(Self {
+            output_norm: norm("output_norm.weight")?,
+            config,
+            token_embd,
+            layers,
+            output,
+        })
     }
 
     /// The logits of every position for a sequence starting at position 0:

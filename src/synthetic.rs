@@ -21,7 +21,28 @@ pub struct SyntheticSpec {
     pub embd_format: WeightFormat,
     /// Whether the output matrix is `token_embd` (no `output.weight`).
     pub tied: bool,
+    /// Whether to write a tokenizer and a chat template ([`BYTE_VOCAB`] tokens).
+    pub tokenizer: bool,
     pub seed: u64,
+}
+
+/// The vocabulary of a synthetic model with a tokenizer: three ChatML control
+/// tokens, then one token per byte, GPT-2 style, with no merges.
+pub const BYTE_VOCAB: usize = 3 + 256;
+
+/// ChatML, the template SmolLM2 uses (without its default system prompt).
+const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' \
+    + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}\
+    {% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+/// GPT-2's byte-level alphabet: byte `b` is written as this character.
+fn byte_char(b: u8) -> char {
+    let printable = |b: u8| (33..=126).contains(&b) || (161..=172).contains(&b) || b >= 174;
+    if printable(b) {
+        return char::from(b);
+    }
+    let rank = (0..b).filter(|&c| !printable(c)).count() as u32;
+    char::from_u32(256 + rank).unwrap_or('?')
 }
 
 impl SyntheticSpec {
@@ -39,7 +60,18 @@ impl SyntheticSpec {
             format,
             embd_format: WeightFormat::Q8_0,
             tied: true,
+            tokenizer: false,
             seed: 1,
+        }
+    }
+
+    /// A tiny 9/3-head model with a byte-level tokenizer and a chat template, for
+    /// tests that go from text to text.
+    pub fn tiny_with_tokenizer() -> Self {
+        Self {
+            vocab: BYTE_VOCAB,
+            tokenizer: true,
+            ..Self::tiny(9, 3, WeightFormat::Q4_1)
         }
     }
 
@@ -57,6 +89,7 @@ impl SyntheticSpec {
             format: WeightFormat::Q4_1,
             embd_format: WeightFormat::Q8_0,
             tied: true,
+            tokenizer: false,
             seed: 1,
         }
     }
@@ -79,13 +112,41 @@ impl SyntheticSpec {
         w.add("llama.rope.dimension_count", u32v(head_dim));
         w.add("llama.rope.freq_base", Value::F32(self.rope_base));
         w.add("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5));
+        if self.tokenizer {
+            let specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
+            let tokens = specials
+                .iter()
+                .map(|s| s.to_string())
+                .chain((0..=255u8).map(|b| byte_char(b).to_string()))
+                .take(self.vocab)
+                .map(Value::String)
+                .collect();
+            let types = (0..self.vocab)
+                .map(|i| Value::I32(if i < 3 { 3 } else { 1 }))
+                .collect();
+            w.add("tokenizer.ggml.model", Value::String("gpt2".into()));
+            w.add("tokenizer.ggml.pre", Value::String("smollm".into()));
+            w.add("tokenizer.ggml.tokens", Value::Array(tokens));
+            w.add("tokenizer.ggml.token_type", Value::Array(types));
+            w.add("tokenizer.ggml.merges", Value::Array(Vec::new()));
+            w.add("tokenizer.ggml.bos_token_id", Value::U32(1));
+            w.add("tokenizer.ggml.eos_token_id", Value::U32(2));
+            w.add("tokenizer.ggml.add_bos_token", Value::Bool(false));
+            w.add("tokenizer.chat_template", Value::String(CHATML.into()));
+        }
 
-        let mut matrix = |w: &mut GgufWriter, name: &str, rows: usize, cols: usize, f: WeightFormat| {
-            // uniform in ±sqrt(3 / cols): unit variance in, unit variance out
-            let a = (3.0 / cols as f32).sqrt();
-            let values: Vec<f32> = (0..rows * cols).map(|_| rng.uniform(-a, a)).collect();
-            w.add_tensor(name, &[cols as u64, rows as u64], f.ggml_type(), quantize(f, &values));
-        };
+        let mut matrix =
+            |w: &mut GgufWriter, name: &str, rows: usize, cols: usize, f: WeightFormat| {
+                // uniform in ±sqrt(3 / cols): unit variance in, unit variance out
+                let a = (3.0 / cols as f32).sqrt();
+                let values: Vec<f32> = (0..rows * cols).map(|_| rng.uniform(-a, a)).collect();
+                w.add_tensor(
+                    name,
+                    &[cols as u64, rows as u64],
+                    f.ggml_type(),
+                    quantize(f, &values),
+                );
+            };
         let norm = |w: &mut GgufWriter, name: &str, rng: &mut Rng, n: usize| {
             let values: Vec<f32> = (0..n).map(|_| rng.uniform(0.8, 1.2)).collect();
             let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -93,11 +154,17 @@ impl SyntheticSpec {
         };
 
         let mut embd_rng = Rng(self.seed.wrapping_add(7) | 1);
-        let embd: Vec<f32> =
-            (0..self.vocab * self.n_embd).map(|_| embd_rng.uniform(-1.0, 1.0)).collect();
+        let embd: Vec<f32> = (0..self.vocab * self.n_embd)
+            .map(|_| embd_rng.uniform(-1.0, 1.0))
+            .collect();
         let dims = [self.n_embd as u64, self.vocab as u64];
         let embd_type = self.embd_format.ggml_type();
-        w.add_tensor("token_embd.weight", &dims, embd_type, quantize(self.embd_format, &embd));
+        w.add_tensor(
+            "token_embd.weight",
+            &dims,
+            embd_type,
+            quantize(self.embd_format, &embd),
+        );
         let mut norm_rng = Rng(self.seed.wrapping_add(13) | 1);
         for l in 0..self.n_layer {
             let name = |t: &str| format!("blk.{l}.{t}.weight");
@@ -114,7 +181,13 @@ impl SyntheticSpec {
         }
         norm(&mut w, "output_norm.weight", &mut norm_rng, self.n_embd);
         if !self.tied {
-            matrix(&mut w, "output.weight", self.vocab, self.n_embd, self.embd_format);
+            matrix(
+                &mut w,
+                "output.weight",
+                self.vocab,
+                self.n_embd,
+                self.embd_format,
+            );
         }
         w.to_bytes()
     }

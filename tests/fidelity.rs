@@ -43,17 +43,30 @@ struct Outcome {
 }
 
 fn check_golden(model: &mut Model, name: &str) -> Outcome {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     let golden: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let ids = |v: &Value| -> Vec<u32> {
-        v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
     };
     let prompt = ids(&golden["prompt_ids"]);
     let steps = golden["steps"].as_array().unwrap();
     model.clear();
 
-    let mut logits = pollster::block_on(model.forward(&prompt, Output::LastLogits)).unwrap().logits;
-    let mut outcome = Outcome { max_error: 0.0, matched: 0, required: 0, steps: steps.len() };
+    let mut logits = pollster::block_on(model.forward(&prompt, Output::LastLogits))
+        .unwrap()
+        .logits;
+    let mut outcome = Outcome {
+        max_error: 0.0,
+        matched: 0,
+        required: 0,
+        steps: steps.len(),
+    };
     let mut still_required = true;
     for (i, step) in steps.iter().enumerate() {
         for pair in step["top"].as_array().unwrap() {
@@ -72,7 +85,10 @@ fn check_golden(model: &mut Model, name: &str) -> Outcome {
         still_required &= step["margin"].as_f64().unwrap() >= MARGIN_FLOOR;
         if still_required {
             outcome.required += 1;
-            assert_eq!(ours, token, "{name} step {i}: greedy token differs from the reference");
+            assert_eq!(
+                ours, token,
+                "{name} step {i}: greedy token differs from the reference"
+            );
         }
         if ours == token && outcome.matched == i {
             outcome.matched += 1;
@@ -89,13 +105,16 @@ fn check_goldens(names: &[&str]) {
     let Some(bytes) = model_bytes() else { return };
     let ctx = common::gpu();
     let file = GgufFile::parse(&bytes, bytes.len() as u64).unwrap();
-    let options = LoadOptions { max_seq: Some(1024), ..Default::default() };
+    let options = LoadOptions {
+        max_seq: Some(1024),
+        ..Default::default()
+    };
     let mut model = Model::load(&ctx, &file, &bytes, &options).unwrap();
     for name in names {
         let start = Instant::now();
         let o = check_golden(&mut model, name);
         eprintln!(
-            "{name}: largest logit error {:.4}, greedy tokens matched {}/{} (required {}), {:.1} s",
+            "{name}: largest logit error {:.2e}, greedy tokens matched {}/{} (required {}), {:.1} s",
             o.max_error,
             o.matched,
             o.steps,

@@ -19,12 +19,17 @@ const SAME_GPU_ATOL: f32 = 1e-4;
 
 fn tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
     let mut rng = Rng(seed);
-    (0..n).map(|_| (rng.next_u64() % vocab as u64) as u32).collect()
+    (0..n)
+        .map(|_| (rng.next_u64() % vocab as u64) as u32)
+        .collect()
 }
 
 fn load(ctx: &GpuContext, bytes: &[u8], block: usize) -> Model {
     let file = GgufFile::parse(bytes, bytes.len() as u64).unwrap();
-    let options = LoadOptions { max_seq: Some(128), block };
+    let options = LoadOptions {
+        max_seq: Some(128),
+        block,
+    };
     Model::load(ctx, &file, bytes, &options).unwrap()
 }
 
@@ -34,7 +39,9 @@ fn reference(bytes: &[u8]) -> CpuModel {
 }
 
 fn all_logits(model: &mut Model, tokens: &[u32]) -> Vec<f32> {
-    pollster::block_on(model.forward(tokens, Output::AllLogits)).unwrap().logits
+    pollster::block_on(model.forward(tokens, Output::AllLogits))
+        .unwrap()
+        .logits
 }
 
 /// Prefill in blocks of 16 (so a 40-token prompt takes three submissions)
@@ -75,7 +82,9 @@ fn forward_matches_reference_for_every_weight_format() {
 fn forward_matches_reference_with_matrices_split_across_bindings() {
     // 48 KiB: token_embd (49 KB of Q8_0) and attn_q / attn_output (52 KB of Q4_1)
     // each take two bindings; the KV cache of a layer (48 KiB) just fits.
-    let ctx = gpu_with(ContextOptions { max_binding_bytes: Some(48 * 1024) });
+    let ctx = gpu_with(ContextOptions {
+        max_binding_bytes: Some(48 * 1024),
+    });
     let spec = SyntheticSpec::tiny(9, 3, WeightFormat::Q4_1);
     check_model(&ctx, &spec, "forward, split matrices");
 }
@@ -110,15 +119,24 @@ fn greedy_argmax_equals_argmax_of_the_logits() {
     let mut model = load(&ctx, &bytes, 64);
     let mut by_logits = load(&ctx, &bytes, 64);
 
-    let mut next = pollster::block_on(model.forward(&prompt, Output::Argmax)).unwrap().token;
-    let logits = pollster::block_on(by_logits.forward(&prompt, Output::LastLogits)).unwrap().logits;
+    let mut next = pollster::block_on(model.forward(&prompt, Output::Argmax))
+        .unwrap()
+        .token;
+    let logits = pollster::block_on(by_logits.forward(&prompt, Output::LastLogits))
+        .unwrap()
+        .logits;
     for _ in 0..5 {
         let expected = gqa_webgpu::reference::argmax(&logits) as u32;
         assert_eq!(next, Some(expected));
-        next = pollster::block_on(model.forward(&[expected], Output::Argmax)).unwrap().token;
+        next = pollster::block_on(model.forward(&[expected], Output::Argmax))
+            .unwrap()
+            .token;
         let logits_now = pollster::block_on(by_logits.forward(&[expected], Output::LastLogits));
         let logits_now = logits_now.unwrap().logits;
-        assert_eq!(next, Some(gqa_webgpu::reference::argmax(&logits_now) as u32));
+        assert_eq!(
+            next,
+            Some(gqa_webgpu::reference::argmax(&logits_now) as u32)
+        );
     }
 }
 
@@ -143,7 +161,13 @@ fn truncating_the_cache_and_running_again_reproduces_the_logits() {
     assert_close("after truncate", &again, &before[12 * vocab..], 0.0, 0.0);
     model.clear();
     assert_eq!(model.len(), 0);
-    assert_close("after clear", &all_logits(&mut model, &first), &before, 0.0, 0.0);
+    assert_close(
+        "after clear",
+        &all_logits(&mut model, &first),
+        &before,
+        0.0,
+        0.0,
+    );
 }
 
 #[test]
@@ -155,9 +179,15 @@ fn the_context_limit_and_bad_ids_are_refused() {
 
     let too_long = tokens(129, spec.vocab, 7);
     let full = pollster::block_on(model.forward(&too_long, Output::Argmax));
-    assert!(matches!(full, Err(ForwardError::ContextFull { capacity: 128, .. })), "{full:?}");
+    assert!(
+        matches!(full, Err(ForwardError::ContextFull { capacity: 128, .. })),
+        "{full:?}"
+    );
     let bad = pollster::block_on(model.forward(&[spec.vocab as u32], Output::Argmax));
-    assert!(matches!(bad, Err(ForwardError::TokenOutOfRange { .. })), "{bad:?}");
+    assert!(
+        matches!(bad, Err(ForwardError::TokenOutOfRange { .. })),
+        "{bad:?}"
+    );
     let empty = pollster::block_on(model.forward(&[], Output::Argmax));
     assert!(matches!(empty, Err(ForwardError::NoTokens)), "{empty:?}");
     assert_eq!(model.len(), 0, "refused calls leave the cache as it was");
@@ -165,5 +195,8 @@ fn the_context_limit_and_bad_ids_are_refused() {
     let fits = tokens(128, spec.vocab, 8);
     assert!(pollster::block_on(model.forward(&fits, Output::Argmax)).is_ok());
     let over = pollster::block_on(model.forward(&[1], Output::Argmax));
-    assert!(matches!(over, Err(ForwardError::ContextFull { len: 128, .. })), "{over:?}");
+    assert!(
+        matches!(over, Err(ForwardError::ContextFull { len: 128, .. })),
+        "{over:?}"
+    );
 }

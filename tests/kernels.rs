@@ -27,11 +27,23 @@ const ATTENTION_ATOL: f32 = 1e-5;
 const ATTENTION_RTOL: f32 = 1e-4;
 
 fn step(ctx: &GpuContext, pos0: u32, n_tokens: u32) -> wgpu::Buffer {
-    ctx.uniform_with("step", bytes_of(&Step { pos0, n_tokens, _pad: [0; 2] }))
+    ctx.uniform_with(
+        "step",
+        bytes_of(&Step {
+            pos0,
+            n_tokens,
+            _pad: [0; 2],
+        }),
+    )
 }
 
 /// A random matrix in `format`: its GGUF bytes and the values they decode to.
-fn random_matrix(rng: &mut Rng, format: WeightFormat, rows: usize, cols: usize) -> (Vec<u8>, Matrix) {
+fn random_matrix(
+    rng: &mut Rng,
+    format: WeightFormat,
+    rows: usize,
+    cols: usize,
+) -> (Vec<u8>, Matrix) {
     let bytes = quantize(format, &random(rng, rows * cols, 1.0));
     let matrix = Matrix::from_gguf_bytes(format, &bytes, rows, cols);
     (bytes, matrix)
@@ -39,7 +51,9 @@ fn random_matrix(rng: &mut Rng, format: WeightFormat, rows: usize, cols: usize) 
 
 /// Contexts that place matrices whole, and split into chunks of a few rows.
 fn contexts() -> Vec<(&'static str, GpuContext)> {
-    let small = ContextOptions { max_binding_bytes: Some(2048) };
+    let small = ContextOptions {
+        max_binding_bytes: Some(2048),
+    };
     vec![("whole", gpu()), ("split", gpu_with(small))]
 }
 
@@ -51,7 +65,8 @@ fn embed_matches_reference_for_every_format() {
             let kernels = Kernels::new(&ctx, &[format], false);
             let (vocab, cols) = (70, 96);
             let (bytes, table) = random_matrix(&mut rng, format, vocab, cols);
-            let m = GpuMatrix::upload(&ctx, &kernels, "table", format, vocab, cols, &bytes).unwrap();
+            let m =
+                GpuMatrix::upload(&ctx, &kernels, "table", format, vocab, cols, &bytes).unwrap();
             assert_eq!(m.chunks.len() > 1, how == "split", "{format:?} {how}");
             let ids: Vec<u32> = vec![0, 69, 5, 33, 34, 0];
             let id_buffer = ctx.storage_with("ids", bytemuck::cast_slice(&ids));
@@ -60,7 +75,9 @@ fn embed_matches_reference_for_every_format() {
             let kernel = kernels.embed.get(format);
             let io = kernel.bind(&ctx, "test", &[&step, &id_buffer, &out]);
 
-            run(&ctx, |pass| m.encode_embed(&kernels, pass, &io, ids.len() as u32));
+            run(&ctx, |pass| {
+                m.encode_embed(&kernels, pass, &io, ids.len() as u32)
+            });
 
             let got = read_f32(&ctx, &out, ids.len() * cols);
             let what = format!("embed {format:?} ({how})");
@@ -71,7 +88,13 @@ fn embed_matches_reference_for_every_format() {
 
 /// Runs `y = W x` through [`GpuMatrix::encode_product`] for `tokens` rows of x,
 /// and checks it against the reference.
-fn check_product(ctx: &GpuContext, how: &str, format: WeightFormat, tokens: usize, last_only: bool) {
+fn check_product(
+    ctx: &GpuContext,
+    how: &str,
+    format: WeightFormat,
+    tokens: usize,
+    last_only: bool,
+) {
     let mut rng = Rng(100 + tokens as u64);
     let kernels = Kernels::new(ctx, &[format], false);
     let (rows, cols) = (100, 256);
@@ -81,17 +104,39 @@ fn check_product(ctx: &GpuContext, how: &str, format: WeightFormat, tokens: usiz
     let x_buffer = ctx.storage_with("x", bytemuck::cast_slice(&x));
     let out_rows = if last_only { 1 } else { tokens };
     let y = ctx.storage_with("y", &poison(out_rows * rows));
-    let params = uniforms::Product { x_from_last: last_only as u32, y_stride: rows as u32, _pad: [0; 2] };
+    let params = uniforms::Product {
+        x_from_last: last_only as u32,
+        y_stride: rows as u32,
+        _pad: [0; 2],
+    };
     let params = ctx.uniform_with("params", bytes_of(&params));
     let step = step(ctx, 0, tokens as u32);
-    let io = kernels.matvec.get(format).bind(ctx, "test", &[&step, &params, &x_buffer, &y]);
+    let io = kernels
+        .matvec
+        .get(format)
+        .bind(ctx, "test", &[&step, &params, &x_buffer, &y]);
 
-    run(ctx, |pass| m.encode_product(&kernels, pass, &io, out_rows as u32));
+    run(ctx, |pass| {
+        m.encode_product(&kernels, pass, &io, out_rows as u32)
+    });
 
     let got = read_f32(ctx, &y, out_rows * rows);
-    let x_used = if last_only { &x[(tokens - 1) * cols..] } else { &x[..] };
-    let what = format!("{} {format:?} ({how}, {tokens} tokens)", if out_rows == 1 { "matvec" } else { "matmul" });
-    assert_close(&what, &got, &reference::matmul(&w, x_used), PRODUCT_ATOL, PRODUCT_RTOL);
+    let x_used = if last_only {
+        &x[(tokens - 1) * cols..]
+    } else {
+        &x[..]
+    };
+    let what = format!(
+        "{} {format:?} ({how}, {tokens} tokens)",
+        if out_rows == 1 { "matvec" } else { "matmul" }
+    );
+    assert_close(
+        &what,
+        &got,
+        &reference::matmul(&w, x_used),
+        PRODUCT_ATOL,
+        PRODUCT_RTOL,
+    );
 }
 
 #[test]
@@ -126,15 +171,31 @@ fn rmsnorm_matches_reference() {
     let x_buffer = ctx.storage_with("x", bytemuck::cast_slice(&x));
     let w_buffer = ctx.storage_with("w", bytemuck::cast_slice(&w));
     let out = ctx.storage_with("out", &poison(tokens * n));
-    let params = uniforms::Norm { n: n as u32, eps, _pad: [0; 2] };
+    let params = uniforms::Norm {
+        n: n as u32,
+        eps,
+        _pad: [0; 2],
+    };
     let params = ctx.uniform_with("params", bytes_of(&params));
     let step = step(&ctx, 0, tokens as u32);
-    let io = kernels.rmsnorm.bind(&ctx, "test", &[&step, &params, &x_buffer, &w_buffer, &out]);
+    let io = kernels
+        .rmsnorm
+        .bind(&ctx, "test", &[&step, &params, &x_buffer, &w_buffer, &out]);
 
-    run(&ctx, |pass| kernels.rmsnorm.dispatch(pass, &[&io], Grid::new(tokens as u32, 1)));
+    run(&ctx, |pass| {
+        kernels
+            .rmsnorm
+            .dispatch(pass, &[&io], Grid::new(tokens as u32, 1))
+    });
 
     let got = read_f32(&ctx, &out, tokens * n);
-    assert_close("rmsnorm", &got, &reference::rmsnorm(&x, &w, eps), ELEMENT_ATOL, ELEMENT_RTOL);
+    assert_close(
+        "rmsnorm",
+        &got,
+        &reference::rmsnorm(&x, &w, eps),
+        ELEMENT_ATOL,
+        ELEMENT_RTOL,
+    );
 }
 
 #[test]
@@ -148,18 +209,32 @@ fn rope_matches_reference_in_both_conventions() {
         let table = rope_table(32, head_dim, base);
         let table = ctx.storage_with("table", bytemuck::cast_slice(&table));
         let qk = ctx.storage_with("qk", bytemuck::cast_slice(&x));
-        let params = uniforms::Rope { n_heads: heads as u32, head_dim: head_dim as u32, _pad: [0; 2] };
+        let params = uniforms::Rope {
+            n_heads: heads as u32,
+            head_dim: head_dim as u32,
+            _pad: [0; 2],
+        };
         let params = ctx.uniform_with("params", bytes_of(&params));
         let step = step(&ctx, pos0 as u32, tokens as u32);
-        let io = kernels.rope.bind(&ctx, "test", &[&step, &params, &table, &qk]);
+        let io = kernels
+            .rope
+            .bind(&ctx, "test", &[&step, &params, &table, &qk]);
 
         let pairs = (tokens * heads * head_dim / 2) as u32;
-        run(&ctx, |pass| kernels.rope.dispatch(pass, &[&io], kernels.elementwise_grid(pairs)));
+        run(&ctx, |pass| {
+            kernels
+                .rope
+                .dispatch(pass, &[&io], kernels.elementwise_grid(pairs))
+        });
 
         let got = read_f32(&ctx, &qk, x.len());
         let mut expected = x.clone();
         reference::rope(&mut expected, head_dim, pos0, base, neox, heads);
-        let what = if neox { "rope (neox)" } else { "rope (adjacent pairs)" };
+        let what = if neox {
+            "rope (neox)"
+        } else {
+            "rope (adjacent pairs)"
+        };
         assert_close(what, &got, &expected, ELEMENT_ATOL, ELEMENT_RTOL);
     }
 }
@@ -189,13 +264,27 @@ fn kv_append_writes_only_the_step_positions() {
     let io = kernels.kv_append.bind(
         &ctx,
         "test",
-        &[&step, &params, &buffers[0], &buffers[1], &buffers[2], &buffers[3]],
+        &[
+            &step,
+            &params,
+            &buffers[0],
+            &buffers[1],
+            &buffers[2],
+            &buffers[3],
+        ],
     );
 
     let n = (tokens * n_kv * hd) as u32;
-    run(&ctx, |pass| kernels.kv_append.dispatch(pass, &[&io], kernels.elementwise_grid(n)));
+    run(&ctx, |pass| {
+        kernels
+            .kv_append
+            .dispatch(pass, &[&io], kernels.elementwise_grid(n))
+    });
 
-    for (name, new, old, buffer) in [("K", &k, &k_old, &buffers[2]), ("V", &v, &v_old, &buffers[3])] {
+    for (name, new, old, buffer) in [
+        ("K", &k, &k_old, &buffers[2]),
+        ("V", &v, &v_old, &buffers[3]),
+    ] {
         let mut expected = old.clone();
         for t in 0..tokens {
             for h in 0..n_kv {
@@ -210,7 +299,13 @@ fn kv_append_writes_only_the_step_positions() {
 }
 
 /// Grouped attention for `tokens` queries at positions `pos0..`, against the reference.
-fn check_attention(ctx: &GpuContext, kernels: &Kernels, shape: AttentionShape, pos0: usize, tokens: usize) {
+fn check_attention(
+    ctx: &GpuContext,
+    kernels: &Kernels,
+    shape: AttentionShape,
+    pos0: usize,
+    tokens: usize,
+) {
     let mut rng = Rng((shape.n_head * 1000 + shape.n_kv_head * 10 + tokens) as u64);
     let hd = shape.head_dim;
     let q = random(&mut rng, tokens * shape.n_head * hd, 1.0);
@@ -234,9 +329,11 @@ fn check_attention(ctx: &GpuContext, kernels: &Kernels, shape: AttentionShape, p
     let k_buffer = ctx.storage_with("k", bytemuck::cast_slice(&k_cache));
     let v_buffer = ctx.storage_with("v", bytemuck::cast_slice(&v_cache));
     let out = ctx.storage_with("out", &poison(q.len()));
-    let io = kernels
-        .attention
-        .bind(ctx, "test", &[&step, &params, &q_buffer, &k_buffer, &v_buffer, &out]);
+    let io = kernels.attention.bind(
+        ctx,
+        "test",
+        &[&step, &params, &q_buffer, &k_buffer, &v_buffer, &out],
+    );
 
     let grid = Grid::new(shape.n_kv_head as u32 * splits, tokens as u32);
     run(ctx, |pass| kernels.attention.dispatch(pass, &[&io], grid));
@@ -254,10 +351,20 @@ fn check_attention(ctx: &GpuContext, kernels: &Kernels, shape: AttentionShape, p
 fn attention_matches_reference_for_decode_and_prefill() {
     let ctx = gpu();
     let kernels = Kernels::new(&ctx, &[], false);
-    for (n_head, n_kv_head, head_dim) in
-        [(4, 4, 64), (8, 2, 32), (8, 1, 16), (9, 3, 64), (32, 1, 64), (6, 3, 128)]
-    {
-        let shape = AttentionShape { n_head, n_kv_head, head_dim, max_seq: 160 };
+    for (n_head, n_kv_head, head_dim) in [
+        (4, 4, 64),
+        (8, 2, 32),
+        (8, 1, 16),
+        (9, 3, 64),
+        (32, 1, 64),
+        (6, 3, 128),
+    ] {
+        let shape = AttentionShape {
+            n_head,
+            n_kv_head,
+            head_dim,
+            max_seq: 160,
+        };
         // decode: one token seeing 1, 64 (a full tile) and 150 keys
         for pos0 in [0, 63, 149] {
             check_attention(&ctx, &kernels, shape, pos0, 1);
@@ -276,7 +383,10 @@ fn swiglu_and_add_match_reference() {
     let (tokens, n) = (2, 300);
     let a = random(&mut rng, tokens * n, 6.0);
     let b = random(&mut rng, tokens * n, 2.0);
-    let params = uniforms::Count { n: n as u32, _pad: [0; 3] };
+    let params = uniforms::Count {
+        n: n as u32,
+        _pad: [0; 3],
+    };
     let params = ctx.uniform_with("params", bytes_of(&params));
     let step = step(&ctx, 0, tokens as u32);
     let grid = kernels.elementwise_grid((tokens * n) as u32);
@@ -307,17 +417,74 @@ fn argmax_picks_the_first_of_equal_maxima() {
         if n > 2 {
             logits[n - 1] = 11.0; // a later tie must lose
         }
-        let params = uniforms::Count { n: n as u32, _pad: [0; 3] };
+        let params = uniforms::Count {
+            n: n as u32,
+            _pad: [0; 3],
+        };
         let params = ctx.uniform_with("params", bytes_of(&params));
         let input = ctx.storage_with("logits", bytemuck::cast_slice(&logits));
         let chosen = ctx.storage_with("chosen", &[0xff; 4]);
-        let io = kernels.argmax.bind(&ctx, "test", &[&params, &input, &chosen]);
+        let io = kernels
+            .argmax
+            .bind(&ctx, "test", &[&params, &input, &chosen]);
 
-        run(&ctx, |pass| kernels.argmax.dispatch(pass, &[&io], Grid::new(1, 1)));
+        run(&ctx, |pass| {
+            kernels.argmax.dispatch(pass, &[&io], Grid::new(1, 1))
+        });
 
         let got = pollster::block_on(ctx.read_buffer(&chosen, 4)).unwrap();
         let got = u32::from_le_bytes([got[0], got[1], got[2], got[3]]) as usize;
         assert_eq!(got, reference::argmax(&logits), "argmax over {n}");
         assert_eq!(got, top, "argmax over {n}");
+    }
+}
+
+#[test]
+fn topk_returns_exactly_the_largest_logits() {
+    let ctx = gpu();
+    let kernels = Kernels::new(&ctx, &[], false);
+    let mut rng = Rng(17);
+    for (n, k) in [(1, 1), (300, 7), (49152, 256), (49152, 1024), (5000, 5000)] {
+        let mut logits = random(&mut rng, n, 20.0);
+        if n > 100 {
+            // negative and positive zeros, a run of equal values across the cut
+            logits[3] = -0.0;
+            logits[4] = 0.0;
+            logits[10..20].fill(25.0);
+        }
+        let params = uniforms::TopK {
+            n: n as u32,
+            k: k as u32,
+            _pad: [0; 2],
+        };
+        let params = ctx.uniform_with("params", bytes_of(&params));
+        let input = ctx.storage_with("logits", bytemuck::cast_slice(&logits));
+        let out = ctx.storage_with("candidates", &vec![0xff; k * 8]);
+        let io = kernels.topk.bind(&ctx, "test", &[&params, &input, &out]);
+
+        run(&ctx, |pass| {
+            kernels.topk.dispatch(pass, &[&io], Grid::new(1, 1))
+        });
+
+        let bytes = pollster::block_on(ctx.read_buffer(&out, (k * 8) as u64)).unwrap();
+        let pairs: Vec<[u32; 2]> = bytemuck::pod_collect_to_vec(&bytes);
+        let mut got: Vec<f32> = pairs.iter().map(|p| f32::from_bits(p[1])).collect();
+        for p in &pairs {
+            assert_eq!(
+                logits[p[0] as usize].to_bits(),
+                p[1],
+                "id {} carries its own logit",
+                p[0]
+            );
+        }
+        let mut ids: Vec<u32> = pairs.iter().map(|p| p[0]).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), k, "{k} distinct ids out of {n}");
+        let mut expected = logits.clone();
+        expected.sort_by(|a, b| b.total_cmp(a));
+        expected.truncate(k);
+        got.sort_by(|a, b| b.total_cmp(a));
+        assert_eq!(got, expected, "the {k} largest of {n}");
     }
 }

@@ -9,7 +9,11 @@ fn every_shader_parses_and_validates_with_naga() {
         .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|name| name.ends_with(".wgsl"))
         .collect();
-    assert_eq!(on_disk.len(), SOURCES.len(), "every file in shaders/ is a kernel: {on_disk:?}");
+    assert_eq!(
+        on_disk.len(),
+        SOURCES.len(),
+        "every file in shaders/ is a kernel: {on_disk:?}"
+    );
 
     for (file, _) in SOURCES {
         let source = full_source(file).unwrap();
@@ -24,9 +28,17 @@ fn every_shader_parses_and_validates_with_naga() {
         if let Err(e) = validator.validate(&module) {
             panic!("{file} does not validate:\n{}", e.emit_to_string(&source));
         }
-        let entry_points: Vec<&str> = module.entry_points.iter().map(|e| e.name.as_str()).collect();
+        let entry_points: Vec<&str> = module
+            .entry_points
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
         if *file != "quant.wgsl" {
-            assert_eq!(entry_points, ["main"], "{file}: one entry point, named main");
+            assert_eq!(
+                entry_points,
+                ["main"],
+                "{file}: one entry point, named main"
+            );
         }
     }
 }

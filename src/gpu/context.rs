@@ -64,9 +64,8 @@ impl GpuContext {
         let info = adapter.get_info();
         let limits = adapter.limits();
         let available = adapter.features();
-        let wanted = wgpu::Features::SHADER_F16
-            | wgpu::Features::SUBGROUP
-            | wgpu::Features::TIMESTAMP_QUERY;
+        let wanted =
+            wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
         let required_features = available & wanted;
         let features = OptionalFeatures {
             shader_f16: required_features.contains(wgpu::Features::SHADER_F16),
@@ -101,12 +100,22 @@ impl GpuContext {
             }
         });
 
-        let adapter_cap = u64::from(limits.max_storage_buffer_binding_size).min(limits.max_buffer_size);
+        let adapter_cap = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
         let max_binding_bytes = match options.max_binding_bytes {
             Some(cap) => cap.min(adapter_cap),
             None => adapter_cap,
         };
-        let context = Self { device, queue, info, limits, features, max_binding_bytes, failure };
+        let context = Self {
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            max_binding_bytes,
+            failure,
+        };
         context.log_summary();
         Ok(context)
     }
@@ -153,8 +162,11 @@ impl GpuContext {
             self.features.subgroups,
             self.features.timestamp_query,
         );
-        if self.max_binding_bytes < u64::from(l.max_storage_buffer_binding_size) {
-            log::info!("storage bindings capped at {} bytes", self.max_binding_bytes);
+        if self.max_binding_bytes < l.max_storage_buffer_binding_size {
+            log::info!(
+                "storage bindings capped at {} bytes",
+                self.max_binding_bytes
+            );
         }
     }
 }

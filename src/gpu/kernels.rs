@@ -22,11 +22,18 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("matmul.wgsl", include_str!("../../shaders/matmul.wgsl")),
     ("rmsnorm.wgsl", include_str!("../../shaders/rmsnorm.wgsl")),
     ("rope.wgsl", include_str!("../../shaders/rope.wgsl")),
-    ("kv_append.wgsl", include_str!("../../shaders/kv_append.wgsl")),
-    ("attention.wgsl", include_str!("../../shaders/attention.wgsl")),
+    (
+        "kv_append.wgsl",
+        include_str!("../../shaders/kv_append.wgsl"),
+    ),
+    (
+        "attention.wgsl",
+        include_str!("../../shaders/attention.wgsl"),
+    ),
     ("swiglu.wgsl", include_str!("../../shaders/swiglu.wgsl")),
     ("add.wgsl", include_str!("../../shaders/add.wgsl")),
     ("argmax.wgsl", include_str!("../../shaders/argmax.wgsl")),
+    ("topk.wgsl", include_str!("../../shaders/topk.wgsl")),
 ];
 
 /// Whether a kernel's source needs `quant.wgsl` before it.
@@ -37,7 +44,11 @@ pub fn reads_weights(file: &str) -> bool {
 /// The full source a pipeline is compiled from.
 pub fn full_source(file: &str) -> Option<String> {
     let (_, source) = SOURCES.iter().find(|(name, _)| *name == file)?;
-    Some(if reads_weights(file) { format!("{QUANT}\n{source}") } else { source.to_string() })
+    Some(if reads_weights(file) {
+        format!("{QUANT}\n{source}")
+    } else {
+        source.to_string()
+    })
 }
 
 /// Invocations per workgroup of the element-wise kernels.
@@ -60,7 +71,12 @@ pub struct Kernel {
 
 impl Kernel {
     /// A bind group for group 0, binding `buffers` whole, in the kernel's order.
-    pub fn bind(&self, ctx: &GpuContext, label: &str, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+    pub fn bind(
+        &self,
+        ctx: &GpuContext,
+        label: &str,
+        buffers: &[&wgpu::Buffer],
+    ) -> wgpu::BindGroup {
         let entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
             .enumerate()
@@ -103,9 +119,15 @@ impl Grid {
     /// index as `x + y * groups.x` and ignore the surplus.
     pub fn linear(count: u32, max_per_dim: u32) -> Self {
         if count <= max_per_dim {
-            Self { x: count.max(1), y: 1 }
+            Self {
+                x: count.max(1),
+                y: 1,
+            }
         } else {
-            Self { x: max_per_dim, y: count.div_ceil(max_per_dim) }
+            Self {
+                x: max_per_dim,
+                y: count.div_ceil(max_per_dim),
+            }
         }
     }
 }
@@ -133,6 +155,7 @@ pub struct Kernels {
     pub swiglu: Kernel,
     pub add: Kernel,
     pub argmax: Kernel,
+    pub topk: Kernel,
     /// Group 1 of the weight-reading kernels: a chunk's uniform and its words.
     pub weight_layout: wgpu::BindGroupLayout,
     max_per_dim: u32,
@@ -142,7 +165,10 @@ impl Kernels {
     /// Compiles the kernels, with weight-reading ones for each of `formats`.
     /// `neox` chooses the half-split rotation of RoPE over adjacent pairs.
     pub fn new(ctx: &GpuContext, formats: &[WeightFormat], neox: bool) -> Self {
-        let mut builder = Builder { ctx, layouts: HashMap::new() };
+        let mut builder = Builder {
+            ctx,
+            layouts: HashMap::new(),
+        };
         let weight_layout = builder.layout(&[Uniform, Read]);
         let by_format = |builder: &mut Builder, name: &'static str, file: &str, slots: &[Slot]| {
             let map = formats
@@ -161,7 +187,7 @@ impl Kernels {
         let matvec = by_format(&mut builder, "matvec", "matvec.wgsl", &product);
         let matmul = by_format(&mut builder, "matmul", "matmul.wgsl", &product);
         let neox = [("NEOX", if neox { 1.0 } else { 0.0 })];
-        let kernels = Self {
+        Self {
             embed,
             matvec,
             matmul,
@@ -172,7 +198,13 @@ impl Kernels {
                 None,
                 &[],
             ),
-            rope: builder.kernel("rope", "rope.wgsl", &[Uniform, Uniform, Read, Write], None, &neox),
+            rope: builder.kernel(
+                "rope",
+                "rope.wgsl",
+                &[Uniform, Uniform, Read, Write],
+                None,
+                &neox,
+            ),
             kv_append: builder.kernel(
                 "kv_append",
                 "kv_append.wgsl",
@@ -190,10 +222,10 @@ impl Kernels {
             swiglu: builder.kernel("swiglu", "swiglu.wgsl", &product, None, &[]),
             add: builder.kernel("add", "add.wgsl", &product, None, &[]),
             argmax: builder.kernel("argmax", "argmax.wgsl", &[Uniform, Read, Write], None, &[]),
+            topk: builder.kernel("topk", "topk.wgsl", &[Uniform, Read, Write], None, &[]),
             weight_layout: weight_layout.clone(),
             max_per_dim: ctx.limits.max_compute_workgroups_per_dimension,
-        };
-        kernels
+        }
     }
 
     /// Workgroups for `invocations` invocations of a 64-wide element-wise kernel.
@@ -219,9 +251,7 @@ impl Kernels {
         (1..=group_size)
             .filter(|splits| group_size % splits == 0)
             .map(|splits| (group_size / splits, splits))
-            .find(|&(heads, _)| {
-                heads <= ATTENTION_MAX_HEADS && heads * head_dim <= ATTENTION_MAX_Q
-            })
+            .find(|&(heads, _)| heads <= ATTENTION_MAX_HEADS && heads * head_dim <= ATTENTION_MAX_Q)
     }
 }
 
@@ -257,10 +287,11 @@ impl Builder<'_> {
                     })
                     .collect();
                 let label = format!("layout {slots:?}");
-                ctx.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                    label: Some(&label),
-                    entries: &entries,
-                })
+                ctx.device
+                    .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                        label: Some(&label),
+                        entries: &entries,
+                    })
             })
             .clone()
     }
@@ -301,6 +332,10 @@ impl Builder<'_> {
             },
             cache: None,
         });
-        Kernel { name, pipeline, layout }
+        Kernel {
+            name,
+            pipeline,
+            layout,
+        }
     }
 }

@@ -13,10 +13,21 @@ use crate::quant::{repack_for_gpu, WeightFormat, BLOCK};
 pub enum MatrixError {
     #[error("tensor '{name}': {cols} columns is not a multiple of {BLOCK}")]
     Columns { name: String, cols: usize },
-    #[error("tensor '{name}': one row of {row_bytes} bytes exceeds the {limit}-byte binding limit")]
-    RowTooLarge { name: String, row_bytes: u64, limit: u64 },
+    #[error(
+        "tensor '{name}': one row of {row_bytes} bytes exceeds the {limit}-byte binding limit"
+    )]
+    RowTooLarge {
+        name: String,
+        row_bytes: u64,
+        limit: u64,
+    },
     #[error("tensor '{name}': {bytes} bytes of {format} data, expected {expected}")]
-    Size { name: String, format: &'static str, bytes: usize, expected: usize },
+    Size {
+        name: String,
+        format: &'static str,
+        bytes: usize,
+        expected: usize,
+    },
 }
 
 /// One binding's worth of rows.
@@ -49,7 +60,11 @@ impl GpuMatrix {
         // n times what one row takes.
         let row_bytes = 4 * format.gpu_words(1, cols).0 as u64;
         if row_bytes > limit {
-            return Err(MatrixError::RowTooLarge { name: name.into(), row_bytes, limit });
+            return Err(MatrixError::RowTooLarge {
+                name: name.into(),
+                row_bytes,
+                limit,
+            });
         }
         Ok((limit / row_bytes) as usize)
     }
@@ -65,20 +80,33 @@ impl GpuMatrix {
         bytes: &[u8],
     ) -> Result<Self, MatrixError> {
         if cols % BLOCK != 0 {
-            return Err(MatrixError::Columns { name: name.into(), cols });
+            return Err(MatrixError::Columns {
+                name: name.into(),
+                cols,
+            });
         }
         let row_bytes = cols / BLOCK * format.block_bytes();
         if bytes.len() != rows * row_bytes {
             let expected = rows * row_bytes;
             let format = format.name();
-            return Err(MatrixError::Size { name: name.into(), format, bytes: bytes.len(), expected });
+            return Err(MatrixError::Size {
+                name: name.into(),
+                format,
+                bytes: bytes.len(),
+                expected,
+            });
         }
         let per_chunk = Self::rows_per_chunk(name, format, cols, ctx.max_binding_bytes())?;
         let mut chunks = Vec::new();
         let mut row0 = 0;
         while row0 < rows {
             let n = per_chunk.min(rows - row0);
-            let words = repack_for_gpu(format, &bytes[row0 * row_bytes..(row0 + n) * row_bytes], n, cols);
+            let words = repack_for_gpu(
+                format,
+                &bytes[row0 * row_bytes..(row0 + n) * row_bytes],
+                n,
+                cols,
+            );
             let label = format!("{name} rows {row0}..{}", row0 + n);
             let buffer = ctx.storage_with(&label, bytemuck::cast_slice(&words));
             let shape = WeightChunk {
@@ -92,14 +120,31 @@ impl GpuMatrix {
                 label: Some(&label),
                 layout: &kernels.weight_layout,
                 entries: &[
-                    wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() },
-                    wgpu::BindGroupEntry { binding: 1, resource: buffer.as_entire_binding() },
+                    wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: uniform.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 1,
+                        resource: buffer.as_entire_binding(),
+                    },
                 ],
             });
-            chunks.push(Chunk { row0: row0 as u32, rows: n as u32, buffer, bind_group });
+            chunks.push(Chunk {
+                row0: row0 as u32,
+                rows: n as u32,
+                buffer,
+                bind_group,
+            });
             row0 += n;
         }
-        Ok(Self { name: name.into(), format, rows: rows as u32, cols: cols as u32, chunks })
+        Ok(Self {
+            name: name.into(),
+            format,
+            rows: rows as u32,
+            cols: cols as u32,
+            chunks,
+        })
     }
 
     /// Bytes the matrix takes on the GPU.
@@ -119,10 +164,16 @@ impl GpuMatrix {
         for chunk in &self.chunks {
             if n_tokens == 1 {
                 let grid = kernels.matvec_grid(chunk.rows);
-                kernels.matvec.get(self.format).dispatch(pass, &[io, &chunk.bind_group], grid);
+                kernels
+                    .matvec
+                    .get(self.format)
+                    .dispatch(pass, &[io, &chunk.bind_group], grid);
             } else {
                 let grid = kernels.matmul_grid(chunk.rows, n_tokens);
-                kernels.matmul.get(self.format).dispatch(pass, &[io, &chunk.bind_group], grid);
+                kernels
+                    .matmul
+                    .get(self.format)
+                    .dispatch(pass, &[io, &chunk.bind_group], grid);
             }
         }
     }
@@ -137,7 +188,10 @@ impl GpuMatrix {
     ) {
         let grid: Grid = kernels.elementwise_grid(n_tokens * self.cols / 8);
         for chunk in &self.chunks {
-            kernels.embed.get(self.format).dispatch(pass, &[io, &chunk.bind_group], grid);
+            kernels
+                .embed
+                .get(self.format)
+                .dispatch(pass, &[io, &chunk.bind_group], grid);
         }
     }
 }

@@ -35,13 +35,14 @@ pub enum Slot {
 impl GpuContext {
     /// A storage buffer holding `data`, readable by kernels and copyable.
     pub fn storage_with(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: data,
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_DST
-                | wgpu::BufferUsages::COPY_SRC,
-        })
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: data,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_DST
+                    | wgpu::BufferUsages::COPY_SRC,
+            })
     }
 
     /// An uninitialised (zeroed) storage buffer of `bytes` bytes.
@@ -60,11 +61,12 @@ impl GpuContext {
 
     /// A uniform buffer holding `data`.
     pub fn uniform_with(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: data,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        })
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: data,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            })
     }
 
     /// A buffer the CPU can map to read results back.
@@ -79,7 +81,11 @@ impl GpuContext {
 
     /// Waits for the GPU and returns the first `bytes` bytes of a mapped-readable
     /// staging buffer. Natively this blocks; on the web it yields to the browser.
-    pub async fn read_staging(&self, staging: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>, GpuError> {
+    pub async fn read_staging(
+        &self,
+        staging: &wgpu::Buffer,
+        bytes: u64,
+    ) -> Result<Vec<u8>, GpuError> {
         let slice = staging.slice(..bytes);
         let (sender, receiver) = futures_channel::oneshot::channel();
         slice.map_async(wgpu::MapMode::Read, move |result| {
@@ -105,11 +111,17 @@ impl GpuContext {
 
     /// Copies `bytes` bytes of `buffer` to a new staging buffer and reads them back.
     /// For tests and rare reads; the forward pass keeps its own staging buffers.
-    pub async fn read_buffer(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>, GpuError> {
+    pub async fn read_buffer(
+        &self,
+        buffer: &wgpu::Buffer,
+        bytes: u64,
+    ) -> Result<Vec<u8>, GpuError> {
         let staging = self.staging("read-back staging", bytes);
         let mut encoder = self
             .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read-back") });
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("read-back"),
+            });
         encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes.next_multiple_of(4));
         self.queue.submit([encoder.finish()]);
         self.read_staging(&staging, bytes).await

@@ -80,3 +80,12 @@ pub struct Count {
     pub n: u32, // elements per token row (argmax: logits)
     pub _pad: [u32; 3],
 }
+
+/// `Params` of topk.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct TopK {
+    pub n: u32, // logits
+    pub k: u32, // candidates wanted, at most n
+    pub _pad: [u32; 2],
+}

@@ -42,9 +42,8 @@ impl ModelConfig {
             return Err(ModelError::Architecture(arch));
         }
         let key = |name: &str| format!("{arch}.{name}");
-        let count = |name: &str| -> Result<usize, ModelError> {
-            Ok(file.get_u32(&key(name))? as usize)
-        };
+        let count =
+            |name: &str| -> Result<usize, ModelError> { Ok(file.get_u32(&key(name))? as usize) };
 
         let n_layer = count("block_count")?;
         let n_embd = count("embedding_length")?;
@@ -90,7 +89,11 @@ impl ModelConfig {
             None => n_embd / n_head,
         };
         if head_dim % 2 != 0 || head_dim == 0 {
-            return Err(invalid("attention.key_length", head_dim, "must be even and positive"));
+            return Err(invalid(
+                "attention.key_length",
+                head_dim,
+                "must be even and positive",
+            ));
         }
         if let Some(v) = file.get(&key("attention.value_length")) {
             if v.as_u64() != Some(head_dim as u64) {
@@ -104,7 +107,8 @@ impl ModelConfig {
         }
         if let Some(v) = file.get(&key("rope.dimension_count")) {
             if v.as_u64() != Some(head_dim as u64) {
-                let why = format!("partial rotary embeddings are not supported (head size {head_dim})");
+                let why =
+                    format!("partial rotary embeddings are not supported (head size {head_dim})");
                 return Err(ModelError::Invalid {
                     key: key("rope.dimension_count"),
                     value: format!("{v:?}"),
@@ -112,7 +116,8 @@ impl ModelConfig {
                 });
             }
         }
-        if !(rms_eps > 0.0) || !rope_base.is_finite() || rope_base <= 1.0 {
+        let eps_ok = rms_eps.is_finite() && rms_eps > 0.0;
+        if !eps_ok || !rope_base.is_finite() || rope_base <= 1.0 {
             return Err(ModelError::Invalid {
                 key: key("rope.freq_base / attention.layer_norm_rms_epsilon"),
                 value: format!("{rope_base} / {rms_eps}"),
@@ -135,7 +140,11 @@ impl ModelConfig {
         };
         let max_seq = max_seq.unwrap_or(DEFAULT_MAX_SEQ.min(train_ctx.max(1)));
         if max_seq == 0 {
-            return Err(invalid("context_length", max_seq, "the context must hold a token"));
+            return Err(invalid(
+                "context_length",
+                max_seq,
+                "the context must hold a token",
+            ));
         }
 
         Ok(Self {

@@ -1,9 +1,11 @@
 //! A model: its description from GGUF metadata and its weights on the GPU.
 
 mod config;
+pub mod plan;
 pub mod weights;
 
-pub use config::ModelConfig;
+pub use config::{ModelConfig, DEFAULT_MAX_SEQ};
+pub use plan::MemoryPlan;
 
 use crate::gguf::GgufError;
 use crate::gpu::matrix::MatrixError;
@@ -17,20 +19,40 @@ pub enum ModelError {
     #[error("architecture '{0}' is not supported (supported: llama)")]
     Architecture(String),
     #[error("metadata '{key}' = {value}: {why}")]
-    Invalid { key: String, value: String, why: String },
+    Invalid {
+        key: String,
+        value: String,
+        why: String,
+    },
     #[error("tensor '{0}' is missing")]
     MissingTensor(String),
     #[error("tensor '{name}' has dims {found:?}, expected {expected:?}")]
-    Shape { name: String, found: Vec<u64>, expected: Vec<u64> },
+    Shape {
+        name: String,
+        found: Vec<u64>,
+        expected: Vec<u64>,
+    },
     #[error("tensor '{name}' is {ggml_type}, which no kernel reads (F32, F16, Q8_0, Q4_0, Q4_1)")]
-    TensorType { name: String, ggml_type: &'static str },
+    TensorType {
+        name: String,
+        ggml_type: &'static str,
+    },
     #[error(transparent)]
     Matrix(#[from] MatrixError),
     #[error(
         "the KV cache of one layer needs {bytes} bytes for {max_seq} positions, over the \
          {limit}-byte binding limit of this GPU: ask for a shorter context"
     )]
-    CacheTooLarge { bytes: u64, max_seq: usize, limit: u64 },
+    CacheTooLarge {
+        bytes: u64,
+        max_seq: usize,
+        limit: u64,
+    },
+    #[error(
+        "the model needs a {needed}-byte GPU buffer, over this adapter's {limit}-byte limit: \
+         ask for a shorter context"
+    )]
+    TooLargeForAdapter { needed: u64, limit: u64 },
     #[error(transparent)]
     Gpu(#[from] GpuError),
 }

@@ -22,7 +22,7 @@ pub struct LayerWeights {
 
 /// Every weight of the model.
 pub struct Weights {
-    pub token_embd: GpuMatrix,    // [vocab, n_embd]
+    pub token_embd: GpuMatrix, // [vocab, n_embd]
     pub layers: Vec<LayerWeights>,
     pub output_norm: wgpu::Buffer, // [n_embd] f32
     /// `output.weight` [vocab, n_embd]; `None` when tied to `token_embd`.
@@ -35,18 +35,30 @@ pub fn layer_tensor(layer: usize, name: &str) -> String {
 }
 
 /// Looks up a tensor and checks its GGUF dims (`[cols, rows]` for a matrix).
-pub fn find<'a>(file: &'a GgufFile, name: &str, dims: &[usize]) -> Result<&'a TensorInfo, ModelError> {
-    let info = file.tensor(name).ok_or_else(|| ModelError::MissingTensor(name.into()))?;
+pub fn find<'a>(
+    file: &'a GgufFile,
+    name: &str,
+    dims: &[usize],
+) -> Result<&'a TensorInfo, ModelError> {
+    let info = file
+        .tensor(name)
+        .ok_or_else(|| ModelError::MissingTensor(name.into()))?;
     let expected: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
     if info.dims != expected {
-        return Err(ModelError::Shape { name: name.into(), found: info.dims.clone(), expected });
+        return Err(ModelError::Shape {
+            name: name.into(),
+            found: info.dims.clone(),
+            expected,
+        });
     }
     Ok(info)
 }
 
 fn format_of(info: &TensorInfo) -> Result<WeightFormat, ModelError> {
-    WeightFormat::from_ggml(info.ggml_type)
-        .ok_or(ModelError::TensorType { name: info.name.clone(), ggml_type: info.ggml_type.name() })
+    WeightFormat::from_ggml(info.ggml_type).ok_or(ModelError::TensorType {
+        name: info.name.clone(),
+        ggml_type: info.ggml_type.name(),
+    })
 }
 
 /// Every matrix of the model with its shape as `(name, rows, cols)`.
@@ -84,14 +96,22 @@ pub fn formats(cfg: &ModelConfig, file: &GgufFile) -> Result<Vec<WeightFormat>, 
 }
 
 /// A norm vector as f32 values (F32 as stored; F16 widened, it is tiny).
-pub fn norm_values(file: &GgufFile, bytes: &[u8], name: &str, n: usize) -> Result<Vec<f32>, ModelError> {
+pub fn norm_values(
+    file: &GgufFile,
+    bytes: &[u8],
+    name: &str,
+    n: usize,
+) -> Result<Vec<f32>, ModelError> {
     let info = find(file, name, &[n])?;
     let data = file.tensor_data(bytes, info)?;
     let format = match info.ggml_type {
         GgmlType::F32 => WeightFormat::F32,
         GgmlType::F16 => WeightFormat::F16,
         other => {
-            return Err(ModelError::TensorType { name: name.into(), ggml_type: other.name() })
+            return Err(ModelError::TensorType {
+                name: name.into(),
+                ggml_type: other.name(),
+            })
         }
     };
     let mut values = vec![0.0; n.next_multiple_of(crate::quant::BLOCK)];
@@ -110,11 +130,20 @@ impl Weights {
         cfg: &ModelConfig,
         file: &GgufFile,
         bytes: &[u8],
+        progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Self, ModelError> {
+        let total: u64 = file.tensors.iter().map(|t| t.n_bytes).sum();
+        let done = std::cell::Cell::new(0u64);
+        let progress = std::cell::RefCell::new(progress);
         let matrix = |name: &str, rows: usize, cols: usize| -> Result<GpuMatrix, ModelError> {
             let info = find(file, name, &[cols, rows])?;
             let data = file.tensor_data(bytes, info)?;
-            Ok(GpuMatrix::upload(ctx, kernels, name, format_of(info)?, rows, cols, data)?)
+            let m = GpuMatrix::upload(ctx, kernels, name, format_of(info)?, rows, cols, data)?;
+            done.set(done.get() + info.n_bytes);
+            if let Ok(mut report) = progress.try_borrow_mut() {
+                report(done.get(), total);
+            }
+            Ok(m)
         };
         let norm = |name: &str| -> Result<wgpu::Buffer, ModelError> {
             let values = norm_values(file, bytes, name, cfg.n_embd)?;
@@ -141,12 +170,16 @@ impl Weights {
             Some(_) => Some(matrix("output.weight", cfg.vocab, e)?),
             None => None,
         };
-        Ok(Self {
+        let weights = Self {
             token_embd: matrix("token_embd.weight", cfg.vocab, e)?,
             layers,
             output_norm: norm("output_norm.weight")?,
             output,
-        })
+        };
+        if let Ok(mut report) = progress.try_borrow_mut() {
+            report(total, total);
+        }
+        Ok(weights)
     }
 
     /// The matrix that turns the final hidden state into logits.

@@ -43,7 +43,10 @@ pub fn run(ctx: &GpuContext, record: impl FnOnce(&mut wgpu::ComputePass)) {
 
 /// Largest absolute difference, for reports.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Checks `|gpu - cpu| <= atol + rtol * |cpu|` everywhere; on failure prints the
@@ -53,14 +56,27 @@ pub fn assert_close(what: &str, gpu: &[f32], cpu: &[f32], atol: f32, rtol: f32) 
     let mut bad = Vec::new();
     for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
         let tol = atol + rtol * c.abs();
-        if !((g - c).abs() <= tol) {
-            bad.push(format!("  [{i}] gpu {g:e}  cpu {c:e}  |diff| {:e} > tol {tol:e}", (g - c).abs()));
+        // NaN (a poisoned element left unwritten) must fail too
+        if (g - c).abs().is_nan() || (g - c).abs() > tol {
+            bad.push(format!(
+                "  [{i}] gpu {g:e}  cpu {c:e}  |diff| {:e} > tol {tol:e}",
+                (g - c).abs()
+            ));
         }
     }
     if !bad.is_empty() {
         let shown: Vec<&String> = bad.iter().take(8).collect();
         let lines: Vec<&str> = shown.iter().map(|s| s.as_str()).collect();
-        panic!("{what}: {} of {} elements differ\n{}", bad.len(), gpu.len(), lines.join("\n"));
+        panic!(
+            "{what}: {} of {} elements differ\n{}",
+            bad.len(),
+            gpu.len(),
+            lines.join("\n")
+        );
     }
-    eprintln!("{what}: max |diff| {:e} over {} elements", max_abs_diff(gpu, cpu), gpu.len());
+    eprintln!(
+        "{what}: max |diff| {:e} over {} elements",
+        max_abs_diff(gpu, cpu),
+        gpu.len()
+    );
 }

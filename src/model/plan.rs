@@ -1,0 +1,74 @@
+//! The GPU memory a model will need, computed from its GGUF header alone, so
+//! that a browser can refuse a model before downloading its weights.
+
+use super::weights::{find, matrices};
+use super::{ModelConfig, ModelError};
+use crate::gguf::GgufFile;
+use crate::quant::WeightFormat;
+
+/// Bytes of GPU memory by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryPlan {
+    /// Matrices in their stored formats, and f32 norms.
+    pub weights: u64,
+    /// K and V of every layer at the full context, f32.
+    pub kv_cache: u64,
+    /// Activations of one block of tokens, logits, the RoPE table.
+    pub scratch: u64,
+    /// The largest single binding: a matrix row, a layer's cache, or a scratch buffer.
+    pub largest_binding: u64,
+}
+
+impl MemoryPlan {
+    /// The plan for `cfg` (its `max_seq`) with prompt blocks of `block` tokens.
+    pub fn new(cfg: &ModelConfig, file: &GgufFile, block: usize) -> Result<Self, ModelError> {
+        let mut weights = ((2 * cfg.n_layer + 1) * cfg.n_embd * 4) as u64;
+        let mut largest_binding = 0u64;
+        for (name, rows, cols) in matrices(cfg, file) {
+            let info = find(file, &name, &[cols, rows])?;
+            let format = WeightFormat::from_ggml(info.ggml_type).ok_or(ModelError::TensorType {
+                name: name.clone(),
+                ggml_type: info.ggml_type.name(),
+            })?;
+            weights += 4 * format.gpu_words(rows, cols).0 as u64;
+            largest_binding = largest_binding.max(4 * format.gpu_words(1, cols).0 as u64);
+        }
+        let layer_cache = (cfg.kv_dim() * cfg.max_seq * 4) as u64;
+        let widths = [
+            cfg.n_embd,
+            cfg.n_embd,
+            cfg.q_dim(),
+            cfg.kv_dim(),
+            cfg.kv_dim(),
+        ]
+        .into_iter()
+        .chain([cfg.q_dim(), cfg.n_embd, cfg.n_ff, cfg.n_ff]);
+        let activations: u64 = widths.map(|w| (block * w * 4) as u64).sum();
+        let logits = (block * cfg.vocab * 4) as u64;
+        let rope = (cfg.max_seq * cfg.head_dim * 4) as u64;
+        // the logits also have a staging copy for reading back
+        let scratch = activations + 2 * logits + rope;
+        largest_binding = largest_binding.max(layer_cache).max(logits).max(rope);
+        Ok(Self {
+            weights,
+            kv_cache: layer_cache * 2 * cfg.n_layer as u64,
+            scratch,
+            largest_binding,
+        })
+    }
+
+    pub fn total(&self) -> u64 {
+        self.weights + self.kv_cache + self.scratch
+    }
+
+    /// Checks the plan against an adapter's limit on one binding.
+    pub fn check(&self, max_binding_bytes: u64) -> Result<(), ModelError> {
+        if self.largest_binding > max_binding_bytes {
+            return Err(ModelError::TooLargeForAdapter {
+                needed: self.largest_binding,
+                limit: max_binding_bytes,
+            });
+        }
+        Ok(())
+    }
+}

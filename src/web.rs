@@ -1,0 +1,309 @@
+//! The WebAssembly boundary: the engine as a JS class (`WasmEngine`), and the
+//! header inspection that lets a page refuse a model before downloading it.
+//! Errors become JS `Error`s here, and only here.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::prelude::*;
+
+use crate::chat::Message;
+use crate::forward::LoadPhase;
+use crate::gguf::{GgufError, GgufFile};
+use crate::model::{MemoryPlan, ModelConfig};
+use crate::sampler::SamplingParams;
+use crate::{ContextOptions, Engine, GenerateOptions, Generation, GpuContext, LoadOptions};
+
+#[wasm_bindgen(start)]
+fn start() {
+    console_error_panic_hook::set_once();
+    // a second module instance in the same page finds the logger set: harmless
+    let _ = console_log::init_with_level(log::Level::Info);
+}
+
+/// `generate` and `chat` options as JS passes them; every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct JsOptions {
+    max_tokens: Option<usize>,
+    temperature: Option<f32>,
+    top_k: Option<usize>,
+    top_p: Option<f32>,
+    min_p: Option<f32>,
+    repetition_penalty: Option<f32>,
+    seed: Option<f64>,
+}
+
+impl JsOptions {
+    fn to_options(&self) -> GenerateOptions {
+        let d = SamplingParams::default();
+        let sampling = SamplingParams {
+            temperature: self.temperature.unwrap_or(d.temperature),
+            top_k: self.top_k.unwrap_or(d.top_k),
+            top_p: self.top_p.unwrap_or(d.top_p),
+            min_p: self.min_p.unwrap_or(d.min_p),
+            repeat_penalty: self.repetition_penalty.unwrap_or(d.repeat_penalty),
+            // JS numbers: integers up to 2^53 keep their value
+            seed: self.seed.map_or(d.seed, |s| s as u64),
+            ..d
+        };
+        let max_tokens = self
+            .max_tokens
+            .unwrap_or(GenerateOptions::default().max_tokens);
+        GenerateOptions {
+            max_tokens,
+            sampling,
+            top_logits: 0,
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsStats {
+    prefill_tokens_per_s: f64,
+    decode_tokens_per_s: f64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsGeneration {
+    tokens: Vec<u32>,
+    text: String,
+    finish_reason: &'static str,
+    prompt_tokens: Vec<u32>,
+    stats: JsStats,
+}
+
+impl From<Generation> for JsGeneration {
+    fn from(g: Generation) -> Self {
+        Self {
+            tokens: g.tokens,
+            text: g.text,
+            finish_reason: g.finish_reason.as_str(),
+            prompt_tokens: g.prompt_tokens,
+            stats: JsStats {
+                prefill_tokens_per_s: g.prefill_tokens_per_s,
+                decode_tokens_per_s: g.decode_tokens_per_s,
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsModel {
+    arch: String,
+    n_layer: usize,
+    n_embd: usize,
+    n_head: usize,
+    n_kv_head: usize,
+    head_dim: usize,
+    n_ff: usize,
+    vocab: usize,
+    max_seq: usize,
+}
+
+impl From<&ModelConfig> for JsModel {
+    fn from(c: &ModelConfig) -> Self {
+        Self {
+            arch: c.arch.clone(),
+            n_layer: c.n_layer,
+            n_embd: c.n_embd,
+            n_head: c.n_head,
+            n_kv_head: c.n_kv_head,
+            head_dim: c.head_dim,
+            n_ff: c.n_ff,
+            vocab: c.vocab,
+            max_seq: c.max_seq,
+        }
+    }
+}
+
+fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsError> {
+    let serializer = serde_wasm_bindgen::Serializer::json_compatible();
+    value
+        .serialize(&serializer)
+        .map_err(|e| JsError::new(&e.to_string()))
+}
+
+fn error(message: &str) -> JsValue {
+    JsError::new(message).into()
+}
+
+struct Loaded {
+    ctx: GpuContext,
+    engine: Engine,
+}
+
+/// A model loaded onto this page's GPU.
+#[wasm_bindgen]
+pub struct WasmEngine {
+    inner: Rc<RefCell<Loaded>>,
+}
+
+#[wasm_bindgen]
+impl WasmEngine {
+    /// Loads a model from the whole GGUF file. `on_progress(phase, loaded,
+    /// total)` is called with phase 'parse', 'compile' and 'upload'.
+    pub async fn load(
+        bytes: js_sys::Uint8Array,
+        max_context: Option<u32>,
+        on_progress: js_sys::Function,
+    ) -> Result<WasmEngine, JsError> {
+        let report = |phase: &str, done: f64, total: f64| {
+            // a failing progress callback must not stop the load
+            let _ = on_progress.call3(&JsValue::NULL, &phase.into(), &done.into(), &total.into());
+        };
+        report("parse", 0.0, 1.0);
+        let bytes = bytes.to_vec();
+        let ctx = GpuContext::new(ContextOptions::default()).await?;
+        report("parse", 1.0, 1.0);
+        let options = LoadOptions {
+            max_seq: max_context.map(|n| n as usize),
+            ..Default::default()
+        };
+        let engine =
+            Engine::load_with_progress(&ctx, &bytes, &options, &mut |phase, done, total| {
+                let phase = match phase {
+                    LoadPhase::Compile => "compile",
+                    LoadPhase::Upload => "upload",
+                };
+                report(phase, done as f64, total as f64);
+            })?;
+        Ok(WasmEngine {
+            inner: Rc::new(RefCell::new(Loaded { ctx, engine })),
+        })
+    }
+
+    /// Generates from raw text. Resolves to `{tokens, text, finishReason,
+    /// promptTokens, stats}`; `on_token(id, text)` returning false stops it.
+    pub fn generate(
+        &self,
+        prompt: String,
+        options: JsValue,
+        on_token: js_sys::Function,
+    ) -> js_sys::Promise {
+        let inner = Rc::clone(&self.inner);
+        wasm_bindgen_futures::future_to_promise(async move {
+            let mut loaded = inner.try_borrow_mut().map_err(|_| busy())?;
+            let ids = loaded.engine.encode(&prompt, false);
+            run(&mut loaded.engine, &ids, options, on_token).await
+        })
+    }
+
+    /// Applies the model's chat template to `[{role, content}]` and generates;
+    /// the KV cache of the shared beginning of the conversation is reused.
+    pub fn chat(
+        &self,
+        messages: JsValue,
+        options: JsValue,
+        on_token: js_sys::Function,
+    ) -> js_sys::Promise {
+        let inner = Rc::clone(&self.inner);
+        wasm_bindgen_futures::future_to_promise(async move {
+            let messages: Vec<Message> = serde_wasm_bindgen::from_value(messages)
+                .map_err(|e| error(&format!("messages must be [{{role, content}}]: {e}")))?;
+            let mut loaded = inner.try_borrow_mut().map_err(|_| busy())?;
+            let text = loaded
+                .engine
+                .chat_prompt(&messages)
+                .map_err(|e| error(&e.to_string()))?;
+            let ids = loaded.engine.encode(&text, true);
+            run(&mut loaded.engine, &ids, options, on_token).await
+        })
+    }
+
+    /// The model, the adapter, its limits and the GPU memory in use.
+    pub fn info(&self) -> Result<JsValue, JsError> {
+        let loaded = self.inner.try_borrow().map_err(|_| JsError::new(BUSY))?;
+        let (weights, kv_cache) = loaded.engine.model().gpu_bytes();
+        let info = &loaded.ctx.info;
+        to_js(&serde_json::json!({
+            "model": JsModel::from(loaded.engine.config()),
+            "adapter": {
+                "name": info.name,
+                "backend": format!("{:?}", info.backend),
+                "deviceType": format!("{:?}", info.device_type),
+            },
+            "limits": {
+                "maxStorageBufferBindingSize": loaded.ctx.limits.max_storage_buffer_binding_size,
+                "maxBufferSize": loaded.ctx.limits.max_buffer_size,
+            },
+            "gpuMemory": { "weights": weights, "kvCache": kv_cache },
+            "contextUsed": loaded.engine.context_used(),
+        }))
+    }
+
+    /// Forgets the conversation.
+    pub fn reset(&self) -> Result<(), JsError> {
+        let mut loaded = self
+            .inner
+            .try_borrow_mut()
+            .map_err(|_| JsError::new(BUSY))?;
+        loaded.engine.reset();
+        Ok(())
+    }
+}
+
+const BUSY: &str = "the engine is busy with another request: wait for it to finish";
+
+fn busy() -> JsValue {
+    error(BUSY)
+}
+
+async fn run(
+    engine: &mut Engine,
+    prompt: &[u32],
+    options: JsValue,
+    on_token: js_sys::Function,
+) -> Result<JsValue, JsValue> {
+    let options: JsOptions = if options.is_undefined() || options.is_null() {
+        JsOptions::default()
+    } else {
+        serde_wasm_bindgen::from_value(options).map_err(|e| error(&format!("options: {e}")))?
+    };
+    let generation = engine
+        .generate(prompt, &options.to_options(), |id, text| {
+            let keep_going = on_token.call2(&JsValue::NULL, &id.into(), &text.into());
+            // a callback that throws stops generation, like one that returns false
+            keep_going
+                .map(|v| v.as_bool() != Some(false))
+                .unwrap_or(false)
+        })
+        .await
+        .map_err(|e| error(&e.to_string()))?;
+    to_js(&JsGeneration::from(generation)).map_err(JsValue::from)
+}
+
+/// Reads a GGUF header from the first bytes of a file: `{complete: false,
+/// needed}` when more bytes are needed, else the model and the GPU memory it
+/// will need at `max_context` positions.
+#[wasm_bindgen(js_name = inspectHeader)]
+pub fn inspect_header(
+    prefix: &[u8],
+    file_length: f64,
+    max_context: Option<u32>,
+) -> Result<JsValue, JsError> {
+    let file = match GgufFile::parse(prefix, file_length as u64) {
+        Ok(file) => file,
+        Err(GgufError::Truncated { needed_at_least }) if needed_at_least <= file_length as u64 => {
+            return to_js(&serde_json::json!({ "complete": false, "needed": needed_at_least }));
+        }
+        Err(e) => return Err(JsError::new(&e.to_string())),
+    };
+    let config = ModelConfig::from_gguf(&file, max_context.map(|n| n as usize))?;
+    let plan = MemoryPlan::new(&config, &file, LoadOptions::default().block)?;
+    to_js(&serde_json::json!({
+        "complete": true,
+        "model": JsModel::from(&config),
+        "bytes": {
+            "weights": plan.weights,
+            "kvCache": plan.kv_cache,
+            "scratch": plan.scratch,
+            "total": plan.total(),
+            "largestBinding": plan.largest_binding,
+        },
+    }))
+}

@@ -1,0 +1,109 @@
+//! The engine from text to text on a tiny model with a byte-level tokenizer,
+//! and the fixtures the browser tests compare against.
+
+mod common;
+
+use gqa_webgpu::chat::Message;
+use gqa_webgpu::synthetic::SyntheticSpec;
+use gqa_webgpu::{Engine, FinishReason, GenerateOptions, LoadOptions};
+
+fn engine() -> Engine {
+    let bytes = SyntheticSpec::tiny_with_tokenizer().to_gguf();
+    let options = LoadOptions {
+        max_seq: Some(64),
+        ..Default::default()
+    };
+    Engine::load(&common::gpu(), &bytes, &options).unwrap()
+}
+
+fn greedy(max_tokens: usize) -> GenerateOptions {
+    GenerateOptions {
+        max_tokens,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_follow_up_turn_reuses_the_cache_and_equals_a_fresh_run() {
+    let mut engine = engine();
+    let first = [Message::new("user", "hi")];
+    let prompt = engine.encode(&engine.chat_prompt(&first).unwrap(), true);
+    let answer = pollster::block_on(engine.generate(&prompt, &greedy(5), |_, _| true)).unwrap();
+    let mut turn = first.to_vec();
+    turn.push(Message::new("assistant", &answer.text));
+    turn.push(Message::new("user", "more"));
+    let follow_up = engine.encode(&engine.chat_prompt(&turn).unwrap(), true);
+
+    let cached = pollster::block_on(engine.generate(&follow_up, &greedy(5), |_, _| true)).unwrap();
+    engine.reset();
+    let fresh = pollster::block_on(engine.generate(&follow_up, &greedy(5), |_, _| true)).unwrap();
+
+    assert_eq!(cached.tokens, fresh.tokens);
+    assert_eq!(answer.prompt_tokens, prompt);
+}
+
+#[test]
+fn stopping_from_the_callback_aborts_and_the_next_run_equals_a_fresh_one() {
+    let mut engine = engine();
+    let prompt = engine.encode("abc", false);
+
+    let mut seen = 0;
+    let stopped = pollster::block_on(engine.generate(&prompt, &greedy(10), |_, _| {
+        seen += 1;
+        seen < 3
+    }))
+    .unwrap();
+    let after = pollster::block_on(engine.generate(&prompt, &greedy(10), |_, _| true)).unwrap();
+    engine.reset();
+    let fresh = pollster::block_on(engine.generate(&prompt, &greedy(10), |_, _| true)).unwrap();
+
+    assert_eq!(stopped.finish_reason, FinishReason::Abort);
+    assert_eq!(stopped.tokens.len(), 3);
+    assert_eq!(after.tokens, fresh.tokens);
+    assert_eq!(&fresh.tokens[..3], &stopped.tokens[..]);
+}
+
+#[test]
+fn generation_ends_with_length_at_the_end_of_the_context() {
+    let mut engine = engine();
+    let prompt = engine.encode(&"x".repeat(60), false);
+    let too_long = engine.encode(&"x".repeat(64), false);
+
+    let out = pollster::block_on(engine.generate(&prompt, &greedy(100), |_, _| true)).unwrap();
+    let refused = pollster::block_on(engine.generate(&too_long, &greedy(1), |_, _| true));
+
+    assert_eq!(out.finish_reason, FinishReason::Length);
+    // positions 60..63 take the first four generated tokens; the fifth is chosen
+    // from the logits of position 63 and needs no position of its own
+    assert_eq!(out.tokens.len(), 5);
+    let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        message.contains("64 tokens") && message.contains("context holds 64"),
+        "{message}"
+    );
+}
+
+/// Writes the tiny model and its native greedy tokens for the browser tests
+/// (tests/browser), which must produce the same ids through WebAssembly.
+#[test]
+fn write_browser_fixtures() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-fixtures");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bytes = SyntheticSpec::tiny_with_tokenizer().to_gguf();
+    let mut engine = engine();
+    let prompt_text = "Hello, GQA!";
+    let prompt = engine.encode(prompt_text, false);
+
+    let out = pollster::block_on(engine.generate(&prompt, &greedy(8), |_, _| true)).unwrap();
+
+    assert!(!out.tokens.is_empty());
+    let expected = serde_json::json!({
+        "prompt": prompt_text,
+        "promptTokens": out.prompt_tokens,
+        "tokens": out.tokens,
+        "maxTokens": 8,
+        "maxContext": 64,
+    });
+    std::fs::write(dir.join("tiny.gguf"), bytes).unwrap();
+    std::fs::write(dir.join("tiny.json"), expected.to_string()).unwrap();
+}
