@@ -20,7 +20,7 @@ fn beats(v: f32, i: u32, w: f32, j: u32) -> bool {
 
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) lid: u32) {
-    var value = -3.4028235e38;
+    var value = -0x1.fffffep+127f; // the lowest f32
     var index = 0xffffffffu;
     for (var i = lid; i < params.n; i += 256u) {
         if beats(logits[i], i, value, index) {

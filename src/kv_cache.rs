@@ -15,7 +15,7 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn new(ctx: &GpuContext, cfg: &ModelConfig) -> Result<Self, ModelError> {
-        let bytes = (cfg.kv_dim() * cfg.max_seq * 4) as u64;
+        let bytes = cfg.kv_dim() as u64 * cfg.max_seq as u64 * 4;
         let limit = ctx.max_binding_bytes();
         if bytes > limit {
             return Err(ModelError::CacheTooLarge {

@@ -1,0 +1,413 @@
+// The demo page: load a model (URL, file or drop), then chat with it.
+// Text from the user and the model only ever reaches the page as text nodes.
+
+import { Engine, probeWebGPU } from './gqa.js';
+
+const DEFAULT_MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
+
+const $ = (id) => document.getElementById(id);
+
+const PHASE_TEXT = {
+  download: 'Downloading',
+  parse: 'Reading the model',
+  compile: 'Compiling the GPU shaders',
+  upload: 'Copying the weights to the GPU',
+};
+
+const state = {
+  engine: null,
+  modelName: '',
+  loading: null, // AbortController of the load in progress
+  generating: null, // AbortController of the generation in progress
+  history: [], // the chat so far: [{role, content}]
+};
+
+// Errors nobody caught still reach the user, not only the console.
+window.addEventListener('unhandledrejection', (event) => showError(event.reason));
+window.addEventListener('error', (event) => showError(event.error ?? event.message));
+
+function showError(error) {
+  const item = document.createElement('li');
+  const text = document.createElement('span');
+  text.textContent = error?.message ?? String(error);
+  const close = document.createElement('button');
+  close.type = 'button';
+  close.className = 'close';
+  close.setAttribute('aria-label', 'Dismiss');
+  close.textContent = '×';
+  close.addEventListener('click', () => item.remove());
+  item.append(text, close);
+  $('errors').append(item);
+  console.error(error);
+}
+
+// ---- WebGPU ----
+
+async function showAdapter() {
+  try {
+    const adapter = await probeWebGPU();
+    const name = adapterName(adapter);
+    $('adapter').textContent = adapter.isFallbackAdapter
+      ? `${name} (fallback adapter: software, slow)`
+      : name;
+    $('adapter').classList.toggle('warn', adapter.isFallbackAdapter);
+    return true;
+  } catch (e) {
+    $('adapter').textContent = 'No WebGPU';
+    $('adapter').classList.add('bad');
+    $('no-webgpu-reason').textContent = e.message;
+    $('no-webgpu').hidden = false;
+    for (const id of ['load', 'model-url', 'model-file']) $(id).disabled = true;
+    return false;
+  }
+}
+
+// ---- loading ----
+
+async function loadModel(source, name) {
+  state.loading?.abort();
+  const loading = new AbortController();
+  state.loading = loading;
+  await unloadModel();
+
+  state.modelName = name;
+  $('load-progress').value = 0;
+  setLoading(true);
+  const started = performance.now();
+  let cached = false;
+  try {
+    const engine = await Engine.load(source, {
+      signal: loading.signal,
+      worker: $('use-worker').checked,
+      onProgress: (p) => {
+        if (p.phase === 'download') cached = Boolean(p.cached);
+        showProgress(p);
+      },
+    });
+    if (loading.signal.aborted) {
+      await engine.dispose();
+      return;
+    }
+    state.engine = engine;
+    const seconds = ((performance.now() - started) / 1000).toFixed(1);
+    const from = source instanceof Blob ? 'from the file' : cached ? 'from the cache' : '';
+    setStatus(`${name} is ready (loaded ${from ? from + ' ' : ''}in ${seconds} s).`);
+    showModelInfo(engine.info());
+    await clearConversation();
+  } catch (e) {
+    // A load replaced by a newer one says nothing: the newer one owns the status.
+    if (state.loading !== loading) return;
+    setStatus(loading.signal.aborted ? 'Loading stopped.' : `Could not load ${name}.`);
+    if (!loading.signal.aborted) showError(e);
+    $('load-progress').value = 0;
+  } finally {
+    if (state.loading === loading) {
+      state.loading = null;
+      setLoading(false);
+    }
+  }
+}
+
+async function unloadModel() {
+  const engine = state.engine;
+  state.engine = null;
+  state.generating?.abort();
+  $('model-info').hidden = true;
+  updateButtons();
+  await engine?.dispose();
+}
+
+function showProgress({ phase, loaded, total, fraction, cached }) {
+  $('load-progress').value = fraction;
+  let text = PHASE_TEXT[phase] ?? phase;
+  if (phase === 'download' && cached) text = 'Reading the model from the cache';
+  if (phase === 'download' && total > 0) {
+    text += `: ${megabytes(loaded)} of ${megabytes(total)}`;
+  }
+  setStatus(`${text} (${Math.floor(fraction * 100)} %)`);
+}
+
+function setLoading(loading) {
+  document.body.classList.toggle('is-loading', loading);
+  $('load').textContent = loading ? 'Cancel' : 'Load';
+  updateButtons();
+}
+
+function setStatus(text) {
+  $('load-status').textContent = text;
+}
+
+function showModelInfo(info) {
+  const m = info.model;
+  const rows = [
+    ['Model', state.modelName],
+    ['Architecture', `${m.arch}, ${m.nLayer} layers, width ${m.nEmbd}`],
+    ['Attention', `${m.nHead} query heads sharing ${m.nKvHead} key/value heads`
+      + ` (head size ${m.headDim})`],
+    ['Vocabulary', `${m.vocab.toLocaleString('en')} tokens`],
+    ['Context', `${m.maxSeq.toLocaleString('en')} tokens`],
+    ['GPU memory', `${megabytes(info.gpuMemory.weights)} weights, `
+      + `${megabytes(info.gpuMemory.kvCache)} KV cache`],
+    ['Adapter', adapterName(info.adapter)
+      + (info.adapter.isFallbackAdapter ? ' (fallback adapter)' : '')],
+  ];
+  const list = $('model-info');
+  list.replaceChildren(...rows.flatMap(([term, value]) => {
+    const dt = document.createElement('dt');
+    dt.textContent = term;
+    const dd = document.createElement('dd');
+    dd.textContent = value;
+    return [dt, dd];
+  }));
+  list.hidden = false;
+  showContext(info);
+}
+
+// ---- generating ----
+
+async function send() {
+  const prompt = $('prompt').value;
+  if (!state.engine || state.generating || prompt.trim() === '') return;
+  const engine = state.engine;
+  const chatMode = $('mode').value === 'chat';
+  $('prompt').value = '';
+
+  removeEmptyNote();
+  addMessage(chatMode ? 'user' : 'prompt', prompt);
+  const answer = addMessage('assistant', '');
+  answer.classList.add('streaming');
+
+  const controller = new AbortController();
+  state.generating = controller;
+  updateButtons();
+  let count = 0;
+  const options = {
+    ...samplingOptions(),
+    signal: controller.signal,
+    onToken: ({ text }) => {
+      // append() makes a text node: model output is never parsed as HTML
+      answer.append(text);
+      count += 1;
+      $('stat-decode').textContent = `${count} tokens…`;
+      scrollToEnd();
+    },
+  };
+
+  try {
+    let result;
+    if (chatMode) {
+      const system = $('system-prompt').value.trim();
+      const messages = [...state.history, { role: 'user', content: prompt }];
+      const withSystem = system && messages[0]?.role !== 'system'
+        ? [{ role: 'system', content: system }, ...messages]
+        : messages;
+      result = await engine.chat(withSystem, options);
+      // What the model said, even cut short, is what its KV cache now holds.
+      state.history = [...withSystem, { role: 'assistant', content: result.text }];
+    } else {
+      result = await engine.generate(prompt, options);
+    }
+    answer.textContent = result.text;
+    if (result.finishReason !== 'stop') {
+      const note = document.createElement('span');
+      note.className = 'finish';
+      note.textContent = result.finishReason === 'abort' ? ' (stopped)' : ' (token limit)';
+      answer.append(note);
+    }
+    showStats(result.stats);
+    showContext(engine.info());
+  } catch (e) {
+    answer.classList.add('failed');
+    showError(e);
+  } finally {
+    answer.classList.remove('streaming');
+    if (state.generating === controller) state.generating = null;
+    updateButtons();
+    $('prompt').focus();
+  }
+}
+
+function samplingOptions() {
+  const number = (id) => Number($(id).value);
+  const options = {
+    temperature: number('temperature'),
+    topK: number('top-k'),
+    topP: number('top-p'),
+    minP: number('min-p'),
+    repetitionPenalty: number('repetition-penalty'),
+    maxTokens: Math.max(1, Math.floor(number('max-tokens')) || 256),
+  };
+  const seed = $('seed').value.trim();
+  // Without a seed, every answer is sampled afresh.
+  options.seed = seed === '' ? Math.floor(Math.random() * 2 ** 32) : Number(seed);
+  return options;
+}
+
+function addMessage(role, text) {
+  const item = document.createElement('li');
+  item.className = `message ${role}`;
+  const who = document.createElement('span');
+  who.className = 'who';
+  who.textContent = { user: 'You', prompt: 'Prompt', assistant: 'Model' }[role];
+  const body = document.createElement('div');
+  body.className = 'text';
+  body.textContent = text;
+  item.append(who, body);
+  $('messages').append(item);
+  scrollToEnd();
+  return body;
+}
+
+function removeEmptyNote() {
+  $('messages').querySelector('.empty')?.remove();
+}
+
+function scrollToEnd() {
+  const list = $('messages');
+  list.scrollTop = list.scrollHeight;
+}
+
+async function clearConversation() {
+  state.history = [];
+  const note = document.createElement('li');
+  note.className = 'empty';
+  note.textContent = state.engine ? 'Ask the model something.' : 'Load a model first.';
+  $('messages').replaceChildren(note);
+  if (state.engine) {
+    await state.engine.reset();
+    showContext(state.engine.info());
+  }
+}
+
+function showStats({ prefillTokensPerS, decodeTokensPerS }) {
+  $('stat-prefill').textContent = rate(prefillTokensPerS);
+  $('stat-decode').textContent = rate(decodeTokensPerS);
+}
+
+function showContext(info) {
+  $('stat-context').textContent = `${info.contextUsed.toLocaleString('en')} / `
+    + `${info.model.maxSeq.toLocaleString('en')}`;
+}
+
+function updateButtons() {
+  const ready = state.engine !== null;
+  $('send').disabled = !ready || state.generating !== null;
+  $('stop').disabled = state.generating === null;
+  $('new-chat').disabled = !ready;
+}
+
+// ---- helpers ----
+
+// Browsers reveal different parts of an adapter's identity; use the most telling.
+function adapterName(adapter) {
+  return adapter.name || adapter.description
+    || [adapter.vendor, adapter.architecture].filter(Boolean).join(' ')
+    || 'an unnamed GPU';
+}
+
+function megabytes(bytes) {
+  return `${(bytes / 1e6).toFixed(bytes < 1e7 ? 1 : 0)} MB`;
+}
+
+function rate(perSecond) {
+  if (!Number.isFinite(perSecond) || perSecond <= 0) return '–';
+  return perSecond >= 10 ? perSecond.toFixed(0) : perSecond.toFixed(1);
+}
+
+function modelNameOf(url) {
+  try {
+    const last = new URL(url, document.baseURI).pathname.split('/').pop();
+    return decodeURIComponent(last) || url;
+  } catch {
+    return url;
+  }
+}
+
+function isGguf(file) {
+  return file && file.name.toLowerCase().endsWith('.gguf');
+}
+
+// ---- wiring ----
+
+function wire() {
+  $('url-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    if (state.loading) {
+      state.loading.abort();
+      return;
+    }
+    const url = $('model-url').value.trim();
+    if (url) loadModel(url, modelNameOf(url));
+  });
+
+  $('model-file').addEventListener('change', () => {
+    const file = $('model-file').files[0];
+    if (file) loadModel(file, file.name);
+    $('model-file').value = '';
+  });
+
+  $('prompt-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    send();
+  });
+  $('prompt').addEventListener('keydown', (event) => {
+    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      send();
+    }
+  });
+  $('stop').addEventListener('click', () => state.generating?.abort());
+  $('new-chat').addEventListener('click', () => {
+    state.generating?.abort();
+    clearConversation();
+  });
+
+  for (const input of document.querySelectorAll('#sampling input[type=range]')) {
+    const output = document.querySelector(`output[for="${input.id}"]`);
+    const show = () => (output.textContent = input.value);
+    input.addEventListener('input', show);
+    show();
+  }
+
+  // Drag and drop anywhere on the page. dragenter/leave fire for every child
+  // element, so a counter tells when the pointer really leaves.
+  let depth = 0;
+  const overlay = $('drop-overlay');
+  const hasFiles = (event) => event.dataTransfer?.types.includes('Files');
+  document.addEventListener('dragenter', (event) => {
+    if (!hasFiles(event)) return;
+    depth += 1;
+    overlay.hidden = false;
+  });
+  document.addEventListener('dragleave', () => {
+    depth = Math.max(0, depth - 1);
+    if (depth === 0) overlay.hidden = true;
+  });
+  document.addEventListener('dragover', (event) => {
+    if (hasFiles(event)) event.preventDefault();
+  });
+  document.addEventListener('drop', (event) => {
+    if (!hasFiles(event)) return;
+    event.preventDefault();
+    depth = 0;
+    overlay.hidden = true;
+    const file = [...event.dataTransfer.files].find(isGguf);
+    if (!file) {
+      showError(new Error('drop a .gguf model file'));
+      return;
+    }
+    if (!$('model-file').disabled) loadModel(file, file.name);
+  });
+}
+
+async function main() {
+  const fromQuery = new URLSearchParams(location.search).get('model');
+  $('model-url').value = fromQuery ?? DEFAULT_MODEL;
+  wire();
+  updateButtons();
+  document.body.dataset.webgpu = String(await showAdapter());
+  // Tests and scripts wait for this before they drive the page.
+  document.body.dataset.ready = 'true';
+}
+
+main();

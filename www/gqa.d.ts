@@ -1,0 +1,228 @@
+// Types of gqa.js: small grouped-query-attention language models on WebGPU.
+//
+//   import { Engine } from './gqa.js';
+//   const engine = await Engine.load('models/SmolLM2-135M-Instruct.Q4_1.gguf', {
+//     onProgress: ({ fraction }) => (bar.value = fraction),
+//   });
+//   const answer = await engine.chat([{ role: 'user', content: 'Hello!' }], {
+//     onToken: ({ text }) => output.append(text),
+//   });
+
+/** Where a model comes from. A string or URL is resolved against the page's base URL. */
+export type ModelSource = string | URL | Blob | ArrayBuffer | ArrayBufferView;
+
+/**
+ * A load's stages:
+ * - `download`: reading the file's bytes, from the network, the Cache API
+ *   (`cached: true`), or a local File or buffer (`cached: true`);
+ * - `parse`: reading the GGUF tensors and the tokenizer;
+ * - `compile`: building the GPU pipelines;
+ * - `upload`: copying the weights to the GPU.
+ */
+export type LoadPhase = 'download' | 'parse' | 'compile' | 'upload';
+
+export interface LoadProgress {
+  phase: LoadPhase;
+  /** Done so far in this phase: bytes for `download` and `upload`. */
+  loaded: number;
+  /** The phase's total in the unit of `loaded`; 0 when unknown (no Content-Length). */
+  total: number;
+  /** The whole load, all phases together, from 0 to 1; it never goes back. */
+  fraction: number;
+  /** For `download`: whether the bytes came without the network. */
+  cached?: boolean;
+}
+
+export interface LoadOptions {
+  /** Called as the load advances; the last call has `fraction` 1. */
+  onProgress?: (progress: LoadProgress) => void;
+  /**
+   * Tokens the context holds: prompt and answers of a conversation together. Sizes the
+   * KV cache; defaults to the model's trained context length.
+   */
+  maxContext?: number;
+  /** Aborts the load: the Promise rejects with `signal.reason` (an AbortError by default). */
+  signal?: AbortSignal;
+  /**
+   * The file's sha256 in hex. A file that differs is an error, never used; a cached copy
+   * that differs is discarded and downloaded again.
+   */
+  sha256?: string;
+  /**
+   * Run the model in a module Web Worker (the default), so the page never freezes.
+   * With `false` it runs on the page's thread, with the same API.
+   */
+  worker?: boolean;
+}
+
+export interface Token {
+  /** The token's id in the model's vocabulary. */
+  id: number;
+  /** Its text; may be empty where a character spans several tokens. */
+  text: string;
+}
+
+/** Sampling; without `temperature` (or with 0) decoding is greedy and the rest is unused. */
+export interface SamplingOptions {
+  /** Most tokens to generate; the engine's default is 256. */
+  maxTokens?: number;
+  /** 0 is greedy; higher is more varied. */
+  temperature?: number;
+  /** Sample among the `topK` most likely tokens only; 0 means all. */
+  topK?: number;
+  /** Sample among the most likely tokens whose probabilities sum to `topP` (0..1]. */
+  topP?: number;
+  /** Drop tokens less likely than `minP` times the most likely one (0..1). */
+  minP?: number;
+  /** Above 1, tokens already in the context become less likely. 1 is off. */
+  repetitionPenalty?: number;
+  /** Makes sampling repeatable: the same seed, prompt and options give the same text. */
+  seed?: number;
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  /** Called for every generated token as it is made. If it throws, generation stops
+   * and the call rejects with that error. */
+  onToken?: (token: Token) => void;
+  /**
+   * Stops generation at the next token: the call then resolves with what was made and
+   * `finishReason: 'abort'`. A prompt's prefill cannot be cut short.
+   */
+  signal?: AbortSignal;
+}
+
+/**
+ * - `stop`: the model ended its answer (an end-of-generation token);
+ * - `length`: `maxTokens` was reached, or the end of the context;
+ * - `abort`: the signal stopped it.
+ */
+export type FinishReason = 'stop' | 'length' | 'abort';
+
+export interface Generation {
+  /** The generated ids, an end-of-generation id included. */
+  tokens: number[];
+  /** The generated text, without the end-of-generation token's text. */
+  text: string;
+  finishReason: FinishReason;
+  /** The prompt as token ids (for `chat`: the whole templated conversation). */
+  promptTokens: number[];
+  stats: {
+    /** Prompt tokens run per second (those not already in the KV cache). */
+    prefillTokensPerS: number;
+    /** Generated tokens per second after the first. */
+    decodeTokensPerS: number;
+  };
+}
+
+export interface ChatMessage {
+  /** Usually `system`, `user` or `assistant`: whatever the model's chat template knows. */
+  role: string;
+  content: string;
+}
+
+export interface EngineInfo {
+  model: {
+    /** GGUF `general.architecture`, e.g. `llama`. */
+    arch: string;
+    nLayer: number;
+    /** Width of the residual stream. */
+    nEmbd: number;
+    /** Query heads. */
+    nHead: number;
+    /** Key/value heads; a group of nHead / nKvHead query heads shares each. */
+    nKvHead: number;
+    headDim: number;
+    /** Width of the feed-forward layer. */
+    nFf: number;
+    /** Tokens in the vocabulary. */
+    vocab: number;
+    /** The context the engine was loaded with, in tokens. */
+    maxSeq: number;
+  };
+  adapter: {
+    /** The adapter as the engine's wgpu reports it. */
+    name: string;
+    backend: string;
+    deviceType: string;
+    /** A software adapter (e.g. SwiftShader): it works, slowly. */
+    isFallbackAdapter: boolean;
+    vendor: string;
+    architecture: string;
+    device: string;
+    description: string;
+    features: string[];
+  };
+  limits: {
+    /** In bytes. */
+    maxStorageBufferBindingSize: number;
+    /** In bytes. */
+    maxBufferSize: number;
+  };
+  /** In bytes. */
+  gpuMemory: { weights: number; kvCache: number };
+  /** Tokens in the KV cache now. */
+  contextUsed: number;
+}
+
+/** A described WebGPU adapter, from `probeWebGPU`. */
+export interface AdapterDescription {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  isFallbackAdapter: boolean;
+  /** Sorted feature names, e.g. `shader-f16`, `subgroups`, `timestamp-query`. */
+  features: string[];
+  /** In bytes. */
+  limits: { maxStorageBufferBindingSize: number; maxBufferSize: number };
+}
+
+/**
+ * A loaded model on the GPU. Calls made while another runs wait their turn: they never
+ * interleave. Every failure rejects with an `Error` whose message names the problem.
+ */
+export class Engine {
+  private constructor();
+
+  /**
+   * Loads a GGUF model. For a URL, the header is read first (Range requests) and a model
+   * that cannot fit the GPU's limits is refused before its weights are downloaded; the
+   * file is then kept in the Cache API (`CACHE_NAME`), so a second load of the same URL
+   * does not use the network. Rejects with "WebGPU is not available in this browser: ..."
+   * where WebGPU is missing.
+   */
+  static load(source: ModelSource, options?: LoadOptions): Promise<Engine>;
+
+  /** Continues raw text (no chat template). */
+  generate(prompt: string, options?: GenerateOptions): Promise<Generation>;
+
+  /**
+   * Answers the last message, with the model's chat template. The KV cache is kept
+   * between calls: a follow-up (the previous messages, the answer, a new message) runs
+   * only the new tokens.
+   */
+  chat(messages: ChatMessage[], options?: GenerateOptions): Promise<Generation>;
+
+  /** The model, adapter and GPU memory, as of the last call that finished. */
+  info(): EngineInfo;
+
+  /** Forgets the conversation (empties the KV cache). */
+  reset(): Promise<void>;
+
+  /**
+   * Stops a running generation, rejects queued calls, frees the GPU memory and ends
+   * the worker. Later calls reject. Safe to call more than once.
+   */
+  dispose(): Promise<void>;
+
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/** The adapter this page gets; rejects with an Error that says why there is none. */
+export function probeWebGPU(): Promise<AdapterDescription>;
+
+/** The Cache API cache that keeps downloaded models. */
+export const CACHE_NAME: 'gqa-webgpu-models';
+
+/** Deletes the cached model at `url` (absolute), or every cached model. */
+export function clearCache(url?: string): Promise<boolean>;
