@@ -10,6 +10,7 @@ use crate::gpu::kernels::{Grid, Kernels};
 use crate::gpu::uniforms::{self, Step};
 use crate::gpu::{GpuContext, GpuError};
 use crate::kv_cache::KvCache;
+use crate::model::variants;
 use crate::model::weights::{self, Weights};
 use crate::model::{MemoryPlan, ModelConfig, ModelError};
 
@@ -20,6 +21,9 @@ pub struct LoadOptions {
     pub max_seq: Option<usize>,
     /// Most prompt tokens per submission; longer prompts run in several.
     pub block: usize,
+    /// KV heads to run with (default: as trained). See [`crate::model::variants`]:
+    /// more than trained duplicates the K/V projections, fewer mean-pools them.
+    pub kv_heads: Option<usize>,
 }
 
 impl Default for LoadOptions {
@@ -27,6 +31,7 @@ impl Default for LoadOptions {
         Self {
             max_seq: None,
             block: 64,
+            kv_heads: None,
         }
     }
 }
@@ -194,7 +199,8 @@ impl Model {
         options: &LoadOptions,
         progress: &mut dyn FnMut(LoadPhase, u64, u64),
     ) -> Result<Self, ModelError> {
-        let cfg = ModelConfig::from_gguf(file, options.max_seq)?;
+        let trained = ModelConfig::from_gguf(file, options.max_seq)?;
+        let cfg = variants::with_kv_heads(&trained, options.kv_heads)?;
         let block = options.block.max(1);
         MemoryPlan::new(&cfg, file, block)?.check(ctx.max_binding_bytes())?;
         let formats = weights::formats(&cfg, file)?;
@@ -433,8 +439,7 @@ impl Model {
     /// Records the transformer blocks and the final norm for `n` tokens.
     fn encode_layers(&self, pass: &mut wgpu::ComputePass, n: u32) {
         let (k, b, w, c) = (&self.kernels, &self.binds, &self.weights, &self.config);
-        let (heads_per_workgroup, splits) = self.attention_split;
-        let _ = heads_per_workgroup;
+        let (_, splits) = self.attention_split;
         let rows = |width: usize| k.elementwise_grid(n * width as u32);
 
         // token embeddings -> x

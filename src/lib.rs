@@ -12,6 +12,7 @@ pub mod gguf;
 pub mod gpu;
 pub mod kv_cache;
 pub mod model;
+pub mod perplexity;
 pub mod quant;
 pub mod reference;
 pub mod sampler;

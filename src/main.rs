@@ -7,10 +7,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use gqa_webgpu::chat::Message;
+use gqa_webgpu::model::variants::allowed_kv_heads;
+use gqa_webgpu::perplexity::{self, ChunkDone, PerplexityOptions, DEFAULT_CONTEXT};
 use gqa_webgpu::sampler::SamplingParams;
 use gqa_webgpu::tokenizer::Tokenizer;
 use gqa_webgpu::{
-    gguf::GgufFile, ContextOptions, Engine, GenerateOptions, GpuContext, LoadOptions,
+    gguf::GgufFile, ContextOptions, Engine, GenerateOptions, GpuContext, LoadOptions, Model,
+    ModelConfig, Output,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -31,6 +34,11 @@ enum Command {
     Generate(GenerateArgs),
     /// Print the token ids of a text as a JSON array.
     Tokenize(TokenizeArgs),
+    /// Measure perplexity on a text file, as llama.cpp's perplexity tool does.
+    Perplexity(PerplexityArgs),
+    /// Run the model with every KV-head count it allows (MHA, GQA, MQA, ...) and
+    /// compare KV-cache memory, decode speed and perplexity.
+    Variants(VariantsArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -93,6 +101,51 @@ struct TokenizeArgs {
     special: bool,
 }
 
+#[derive(clap::Args)]
+struct PerplexityArgs {
+    /// The GGUF model file.
+    #[arg(long)]
+    model: PathBuf,
+    /// A UTF-8 text file (e.g. data/kjv-genesis.txt).
+    #[arg(long)]
+    text: PathBuf,
+    /// Tokens per chunk; each chunk is scored on its second half.
+    #[arg(long, default_value_t = DEFAULT_CONTEXT)]
+    context: usize,
+    /// Run with this many KV heads (default: as trained).
+    #[arg(long)]
+    kv_heads: Option<usize>,
+    /// Most chunks to score (default: every whole chunk of the text).
+    #[arg(long)]
+    chunks: Option<usize>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+#[derive(clap::Args)]
+struct VariantsArgs {
+    /// The GGUF model file.
+    #[arg(long)]
+    model: PathBuf,
+    /// A UTF-8 text file for perplexity (e.g. data/kjv-genesis.txt).
+    #[arg(long)]
+    text: PathBuf,
+    /// Tokens per perplexity chunk.
+    #[arg(long, default_value_t = DEFAULT_CONTEXT)]
+    context: usize,
+    /// Most perplexity chunks per variant (default: every whole chunk of the text).
+    #[arg(long)]
+    chunks: Option<usize>,
+    /// Positions in the cache when decode speed is measured.
+    #[arg(long, default_value_t = 2048)]
+    decode_context: usize,
+    /// Decode steps timed at that context.
+    #[arg(long, default_value_t = 8)]
+    decode_steps: usize,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
 /// An error for the user: one line, no backtrace.
 struct Failure(String);
 
@@ -107,6 +160,8 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Generate(args) => generate(args),
         Command::Tokenize(args) => tokenize(args),
+        Command::Perplexity(args) => perplexity(args),
+        Command::Variants(args) => variants(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -239,5 +294,249 @@ fn tokenize(args: TokenizeArgs) -> Result<(), Failure> {
     let tokenizer = Tokenizer::from_gguf(&file)?;
     let ids = tokenizer.encode(&args.text, args.special);
     println!("{}", serde_json::to_string(&ids)?);
+    Ok(())
+}
+
+/// A text file's tokens, without BOS, and the perplexity options that go with them.
+fn text_tokens(
+    file: &GgufFile,
+    path: &Path,
+    context: usize,
+    chunks: Option<usize>,
+) -> Result<(Vec<u32>, PerplexityOptions), Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure(format!("cannot read {}: {e}", path.display())))?;
+    let tokenizer = Tokenizer::from_gguf(file)?;
+    let tokens = tokenizer.encode(&text, false);
+    let options = PerplexityOptions {
+        max_chunks: chunks,
+        ..PerplexityOptions::for_tokenizer(&tokenizer, context)
+    };
+    // refuse a short text or a bad context before the slow load
+    perplexity::chunk_count(tokens.len(), &options)?;
+    Ok((tokens, options))
+}
+
+/// Runs perplexity, reporting each chunk on stderr.
+fn measure_perplexity(
+    model: &mut Model,
+    tokens: &[u32],
+    options: &PerplexityOptions,
+    what: &str,
+) -> Result<perplexity::Perplexity, Failure> {
+    let mut report = |c: ChunkDone| {
+        eprintln!(
+            "{what}chunk {}/{}: {:.1} s, perplexity so far {:.4}",
+            c.done, c.chunks, c.seconds, c.perplexity
+        );
+    };
+    Ok(pollster::block_on(perplexity::perplexity(
+        model,
+        tokens,
+        options,
+        &mut report,
+    ))?)
+}
+
+fn perplexity(args: PerplexityArgs) -> Result<(), Failure> {
+    let bytes = read_model(&args.model)?;
+    let file = GgufFile::parse(&bytes, bytes.len() as u64)?;
+    let (tokens, options) = text_tokens(&file, &args.text, args.context, args.chunks)?;
+
+    let ctx = pollster::block_on(GpuContext::new(ContextOptions::default()))?;
+    let load = LoadOptions {
+        max_seq: Some(args.context),
+        kv_heads: args.kv_heads,
+        ..LoadOptions::default()
+    };
+    let mut model = Model::load(&ctx, &file, &bytes, &load)?;
+    let kv_heads = model.config.n_kv_head;
+    let result = measure_perplexity(&mut model, &tokens, &options, "")?;
+
+    match args.format {
+        Format::Text => println!("perplexity: {:.4}", result.perplexity),
+        Format::Json => {
+            let json = serde_json::json!({
+                "perplexity": result.perplexity,
+                "chunks": result.chunks,
+                "tokens_scored": result.tokens_scored,
+                "context": result.context,
+                "kv_heads": kv_heads,
+            });
+            println!("{json}");
+        }
+    }
+    Ok(())
+}
+
+/// "MHA", "MQA", "GQA" for the trained count between them, "GQA-n" for another;
+/// "(trained)" marks the file's own.
+fn variant_name(cfg: &ModelConfig) -> String {
+    let n = cfg.n_kv_head;
+    let trained = n == cfg.trained_kv_head;
+    let kind = match n {
+        _ if n == cfg.n_head => "MHA".to_string(),
+        1 => "MQA".to_string(),
+        _ if trained => "GQA".to_string(),
+        _ => format!("GQA-{n}"),
+    };
+    if trained {
+        format!("{kind} (trained)")
+    } else {
+        kind
+    }
+}
+
+/// Decode tokens per second with `fill` positions in the cache. The cache keeps
+/// what it holds (the last perplexity chunk), cut to `fill` or extended from
+/// `tokens` (repeated if short); one step runs untimed, then `steps` are timed.
+fn decode_speed(
+    model: &mut Model,
+    tokens: &[u32],
+    fill: usize,
+    steps: usize,
+) -> Result<f64, Failure> {
+    let mut text = tokens.iter().copied().cycle();
+    if model.len() > fill {
+        model.truncate(fill);
+    } else if model.len() < fill {
+        let more: Vec<u32> = text.by_ref().take(fill - model.len()).collect();
+        pollster::block_on(model.forward(&more, Output::Argmax))?;
+    }
+    let mut step = || -> Result<(), Failure> {
+        let id = text.next().unwrap_or(0);
+        pollster::block_on(model.forward(&[id], Output::Argmax))?;
+        Ok(())
+    };
+    // the first step after a prefill pays for work a steady decode does not
+    step()?;
+    let start = gqa_webgpu::clock::now();
+    for _ in 0..steps {
+        step()?;
+    }
+    Ok(steps as f64 / (gqa_webgpu::clock::now() - start))
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// One line of the variants table.
+#[derive(serde::Serialize)]
+struct VariantRow {
+    variant: String,
+    kv_heads: usize,
+    /// K and V of every layer, f32.
+    kv_bytes_per_token: u64,
+    /// The trained context.
+    max_context: usize,
+    kv_bytes_at_max_context: u64,
+    /// Positions in the cache while decode speed was measured.
+    decode_context: usize,
+    decode_tokens_per_s: f64,
+    perplexity: f64,
+    chunks: usize,
+    tokens_scored: usize,
+    /// Tokens per perplexity chunk.
+    context: usize,
+}
+
+fn variants(args: VariantsArgs) -> Result<(), Failure> {
+    if args.decode_steps == 0 {
+        return Err(Failure(
+            "--decode-steps 0: at least one step must be timed".into(),
+        ));
+    }
+    let bytes = read_model(&args.model)?;
+    let file = GgufFile::parse(&bytes, bytes.len() as u64)?;
+    let (tokens, options) = text_tokens(&file, &args.text, args.context, args.chunks)?;
+    let trained = ModelConfig::from_gguf(&file, None)?;
+    let mut counts = allowed_kv_heads(trained.n_head, trained.trained_kv_head);
+    counts.reverse();
+
+    let ctx = pollster::block_on(GpuContext::new(ContextOptions::default()))?;
+    // the decode measurement needs its warm-up step and timed steps after the fill
+    let max_seq = args
+        .context
+        .max(args.decode_context + args.decode_steps + 1);
+    let mut rows = Vec::new();
+    for &n in &counts {
+        let load = LoadOptions {
+            max_seq: Some(max_seq),
+            kv_heads: Some(n),
+            ..LoadOptions::default()
+        };
+        let mut model = Model::load(&ctx, &file, &bytes, &load)?;
+        let cfg = model.config.clone();
+        let name = variant_name(&cfg);
+        let ppl = measure_perplexity(&mut model, &tokens, &options, &format!("{name}: "))?;
+        let speed = decode_speed(&mut model, &tokens, args.decode_context, args.decode_steps)?;
+        eprintln!(
+            "{name}: {speed:.2} tokens/s at {} positions",
+            args.decode_context
+        );
+        rows.push(VariantRow {
+            variant: name,
+            kv_heads: n,
+            kv_bytes_per_token: cfg.kv_bytes_per_token(),
+            max_context: cfg.train_ctx,
+            kv_bytes_at_max_context: cfg.kv_bytes_per_token() * cfg.train_ctx as u64,
+            decode_context: args.decode_context,
+            decode_tokens_per_s: speed,
+            perplexity: ppl.perplexity,
+            chunks: ppl.chunks,
+            tokens_scored: ppl.tokens_scored,
+            context: ppl.context,
+        });
+    }
+
+    if args.format == Format::Json {
+        println!("{}", serde_json::to_string(&rows)?);
+        return Ok(());
+    }
+    if let Some(first) = rows.first() {
+        println!(
+            "{} query heads, {} KV heads trained; perplexity over {} chunk(s) of {} tokens \
+             ({} scored) of {}",
+            trained.n_head,
+            trained.trained_kv_head,
+            first.chunks,
+            first.context,
+            first.tokens_scored,
+            args.text.display(),
+        );
+    }
+    let at_max = format!("KV @ {}", trained.train_ctx);
+    let speed = format!("tok/s @ {}", args.decode_context);
+    let w = rows
+        .iter()
+        .map(|r| r.variant.len())
+        .fold("variant".len(), usize::max);
+    println!(
+        "{:<w$} {:>8} {:>12} {:>12} {:>14} {:>12}",
+        "variant", "KV heads", "KV/token", at_max, speed, "perplexity"
+    );
+    for r in &rows {
+        println!(
+            "{:<w$} {:>8} {:>12} {:>12} {:>14.2} {:>12.4}",
+            r.variant,
+            r.kv_heads,
+            human_bytes(r.kv_bytes_per_token),
+            human_bytes(r.kv_bytes_at_max_context),
+            r.decode_tokens_per_s,
+            r.perplexity,
+        );
+    }
     Ok(())
 }

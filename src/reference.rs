@@ -3,6 +3,7 @@
 //! so its own rounding error is far below the tolerances the tests use.
 
 use crate::gguf::GgufFile;
+use crate::model::variants::{kv_projection, with_kv_heads};
 use crate::model::weights::{find, layer_tensor, norm_values};
 use crate::model::{ModelConfig, ModelError};
 use crate::quant::{dequantize, WeightFormat};
@@ -186,7 +187,18 @@ impl CpuModel {
         bytes: &[u8],
         max_seq: Option<usize>,
     ) -> Result<Self, ModelError> {
-        let config = ModelConfig::from_gguf(file, max_seq)?;
+        Self::from_gguf_with_kv_heads(file, bytes, max_seq, None)
+    }
+
+    /// The model running with `kv_heads` KV heads (`None`: as trained), its K and
+    /// V projections reshaped as on the GPU (see [`crate::model::variants`]).
+    pub fn from_gguf_with_kv_heads(
+        file: &GgufFile,
+        bytes: &[u8],
+        max_seq: Option<usize>,
+        kv_heads: Option<usize>,
+    ) -> Result<Self, ModelError> {
+        let config = with_kv_heads(&ModelConfig::from_gguf(file, max_seq)?, kv_heads)?;
         let c = &config;
         let matrix = |name: &str, rows: usize, cols: usize| -> Result<Matrix, ModelError> {
             let info = find(file, name, &[cols, rows])?;
@@ -201,6 +213,12 @@ impl CpuModel {
                 cols,
             ))
         };
+        let kv = |l: usize, name: &str| -> Result<Matrix, ModelError> {
+            let p = kv_projection(c, file, bytes, l, name)?;
+            Ok(Matrix::from_gguf_bytes(
+                p.format, &p.bytes, p.rows, c.n_embd,
+            ))
+        };
         let norm = |name: &str| norm_values(file, bytes, name, c.n_embd);
         let mut layers = Vec::new();
         for l in 0..c.n_layer {
@@ -208,8 +226,8 @@ impl CpuModel {
             layers.push(CpuLayer {
                 attn_norm: norm(&t("attn_norm"))?,
                 wq: matrix(&t("attn_q"), c.q_dim(), c.n_embd)?,
-                wk: matrix(&t("attn_k"), c.kv_dim(), c.n_embd)?,
-                wv: matrix(&t("attn_v"), c.kv_dim(), c.n_embd)?,
+                wk: kv(l, "attn_k")?,
+                wv: kv(l, "attn_v")?,
                 wo: matrix(&t("attn_output"), c.n_embd, c.q_dim())?,
                 ffn_norm: norm(&t("ffn_norm"))?,
                 w_gate: matrix(&t("ffn_gate"), c.n_ff, c.n_embd)?,

@@ -29,6 +29,7 @@ fn load(ctx: &GpuContext, bytes: &[u8], block: usize) -> Model {
     let options = LoadOptions {
         max_seq: Some(128),
         block,
+        ..Default::default()
     };
     Model::load(ctx, &file, bytes, &options).unwrap()
 }

@@ -13,8 +13,11 @@ pub struct ModelConfig {
     pub n_embd: usize,
     /// Query heads.
     pub n_head: usize,
-    /// Key/value heads; `n_head` is a multiple of it.
+    /// Key/value heads the model runs with; `n_head` is a multiple of it.
     pub n_kv_head: usize,
+    /// Key/value heads stored in the file. Differs from `n_kv_head` when a variant
+    /// was chosen at load (see [`super::variants`]).
+    pub trained_kv_head: usize,
     pub head_dim: usize,
     /// Hidden width of the feed-forward block.
     pub n_ff: usize,
@@ -28,6 +31,31 @@ pub struct ModelConfig {
     /// Positions the KV cache holds: the longest context this engine will run.
     pub max_seq: usize,
 }
+
+/// Tensors of one transformer block: two norms and seven matrices.
+const TENSORS_PER_BLOCK: u64 = 9;
+
+/// The key listing the tokenizer's vocabulary, one string per token id.
+const TOKENS_KEY: &str = "tokenizer.ggml.tokens";
+
+/// Token ids the tokenizer, the chat template or generation read. llama.cpp only warns
+/// about an id past the vocabulary and ignores it; here such a file is refused, since an
+/// id the model cannot embed means the file does not describe the model it holds.
+const SPECIAL_ID_KEYS: [&str; 13] = [
+    "tokenizer.ggml.bos_token_id",
+    "tokenizer.ggml.eos_token_id",
+    "tokenizer.ggml.eot_token_id",
+    "tokenizer.ggml.eom_token_id",
+    "tokenizer.ggml.prefix_token_id",
+    "tokenizer.ggml.suffix_token_id",
+    "tokenizer.ggml.middle_token_id",
+    "tokenizer.ggml.fim_pre_token_id",
+    "tokenizer.ggml.fim_suf_token_id",
+    "tokenizer.ggml.fim_mid_token_id",
+    "tokenizer.ggml.fim_pad_token_id",
+    "tokenizer.ggml.fim_rep_token_id",
+    "tokenizer.ggml.fim_sep_token_id",
+];
 
 /// The context used when a caller asks for none: enough for a chat, small
 /// enough for any adapter.
@@ -76,6 +104,15 @@ impl ModelConfig {
                 return Err(invalid(name, value, "must be positive"));
             }
         }
+        // Every block has its own tensors, so a count the file cannot hold is refused here,
+        // before anything makes a list per block.
+        if n_layer as u64 > file.tensors.len() as u64 / TENSORS_PER_BLOCK {
+            let why = format!(
+                "the file holds {} tensors, too few for that many blocks of {TENSORS_PER_BLOCK}",
+                file.tensors.len()
+            );
+            return Err(invalid("block_count", n_layer, &why));
+        }
         if n_head % n_kv_head != 0 {
             let why = format!("the {n_head} query heads must split evenly among the KV heads");
             return Err(invalid("attention.head_count_kv", n_kv_head, &why));
@@ -94,6 +131,16 @@ impl ModelConfig {
                 head_dim,
                 "must be even and positive",
             ));
+        }
+        // The kernels index rows with u32: the query and key widths must fit one.
+        for (name, heads) in [
+            ("attention.head_count", n_head),
+            ("attention.head_count_kv", n_kv_head),
+        ] {
+            if u32::try_from(heads as u64 * head_dim as u64).is_err() {
+                let why = format!("{heads} heads of {head_dim} are more rows than a u32 counts");
+                return Err(invalid(name, heads, &why));
+            }
         }
         if let Some(v) = file.get(&key("attention.value_length")) {
             if v.as_u64() != Some(head_dim as u64) {
@@ -129,7 +176,10 @@ impl ModelConfig {
             .tensor("token_embd.weight")
             .ok_or_else(|| ModelError::MissingTensor("token_embd.weight".into()))?;
         let vocab = match embd.dims.as_slice() {
-            [cols, rows] if *cols == n_embd as u64 => *rows as usize,
+            // token ids are u32, and a wider count would not survive `as usize` on wasm32
+            [cols, rows] if *cols == n_embd as u64 && u32::try_from(*rows).is_ok() => {
+                *rows as usize
+            }
             _ => {
                 return Err(ModelError::Shape {
                     name: embd.name.clone(),
@@ -138,6 +188,7 @@ impl ModelConfig {
                 })
             }
         };
+        check_vocabulary(file, vocab as u64)?;
         let max_seq = max_seq.unwrap_or(DEFAULT_MAX_SEQ.min(train_ctx.max(1)));
         if max_seq == 0 {
             return Err(invalid(
@@ -153,6 +204,7 @@ impl ModelConfig {
             n_embd,
             n_head,
             n_kv_head,
+            trained_kv_head: n_kv_head,
             head_dim,
             n_ff,
             vocab,
@@ -179,8 +231,42 @@ impl ModelConfig {
         self.n_kv_head * self.head_dim
     }
 
+    /// Rows of `attn_k` and `attn_v` in the file: `trained_kv_head * head_dim`.
+    pub fn trained_kv_dim(&self) -> usize {
+        self.trained_kv_head * self.head_dim
+    }
+
     /// Bytes of K and V the cache keeps per position, all layers together (f32).
     pub fn kv_bytes_per_token(&self) -> u64 {
-        (2 * self.n_layer * self.kv_dim() * 4) as u64
+        (2 * 4 * self.n_layer as u64).saturating_mul(self.kv_dim() as u64)
     }
+}
+
+/// The tokenizer's vocabulary, where the file has one, and the special token ids must fit
+/// the `vocab` rows of `token_embd.weight`. Ids that are not integers are left to the
+/// tokenizer, which names them.
+fn check_vocabulary(file: &GgufFile, vocab: u64) -> Result<(), ModelError> {
+    if file.get(TOKENS_KEY).is_some() {
+        let n_tokens = file.get_array(TOKENS_KEY)?.len();
+        if n_tokens as u64 != vocab {
+            return Err(ModelError::Invalid {
+                key: TOKENS_KEY.into(),
+                value: format!("{n_tokens} tokens"),
+                why: format!("token_embd.weight has {vocab} rows: the vocabularies must agree"),
+            });
+        }
+    }
+    for key in SPECIAL_ID_KEYS {
+        match file.get(key).and_then(|v| v.as_u64()) {
+            Some(id) if id >= vocab => {
+                return Err(ModelError::Invalid {
+                    key: key.into(),
+                    value: id.to_string(),
+                    why: format!("not a token: the vocabulary has {vocab} tokens"),
+                })
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }

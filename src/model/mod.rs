@@ -2,6 +2,7 @@
 
 mod config;
 pub mod plan;
+pub mod variants;
 pub mod weights;
 
 pub use config::{ModelConfig, DEFAULT_MAX_SEQ};
@@ -36,6 +37,18 @@ pub enum ModelError {
     TensorType {
         name: String,
         ggml_type: &'static str,
+    },
+    #[error(
+        "{requested} KV heads asked for: this model has {trained} KV heads under {n_head} \
+         query heads, so it can run with {} (divisors of {trained}, or multiples of it \
+         that divide {n_head})",
+        variants::list_counts(.allowed)
+    )]
+    KvHeads {
+        requested: usize,
+        trained: usize,
+        n_head: usize,
+        allowed: Vec<usize>,
     },
     #[error(transparent)]
     Matrix(#[from] MatrixError),

@@ -22,7 +22,12 @@ pub struct MemoryPlan {
 impl MemoryPlan {
     /// The plan for `cfg` (its `max_seq`) with prompt blocks of `block` tokens.
     pub fn new(cfg: &ModelConfig, file: &GgufFile, block: usize) -> Result<Self, ModelError> {
-        let mut weights = ((2 * cfg.n_layer + 1) * cfg.n_embd * 4) as u64;
+        // Saturating: a header's numbers and a caller's context may be absurd, and a saturated
+        // figure still fails `check`, with the numbers.
+        let f32_bytes =
+            |counts: &[usize]| counts.iter().fold(4u64, |n, &c| n.saturating_mul(c as u64));
+        let n_norms = (2 * cfg.n_layer as u64).saturating_add(1);
+        let mut weights = f32_bytes(&[cfg.n_embd]).saturating_mul(n_norms);
         let mut largest_binding = 0u64;
         for (name, rows, cols) in matrices(cfg, file) {
             let info = find(file, &name, &[cols, rows])?;
@@ -30,10 +35,10 @@ impl MemoryPlan {
                 name: name.clone(),
                 ggml_type: info.ggml_type.name(),
             })?;
-            weights += 4 * format.gpu_words(rows, cols).0 as u64;
+            weights = weights.saturating_add(4 * format.gpu_words(rows, cols).0 as u64);
             largest_binding = largest_binding.max(4 * format.gpu_words(1, cols).0 as u64);
         }
-        let layer_cache = (cfg.kv_dim() * cfg.max_seq * 4) as u64;
+        let layer_cache = f32_bytes(&[cfg.kv_dim(), cfg.max_seq]);
         let widths = [
             cfg.n_embd,
             cfg.n_embd,
@@ -43,22 +48,26 @@ impl MemoryPlan {
         ]
         .into_iter()
         .chain([cfg.q_dim(), cfg.n_embd, cfg.n_ff, cfg.n_ff]);
-        let activations: u64 = widths.map(|w| (block * w * 4) as u64).sum();
-        let logits = (block * cfg.vocab * 4) as u64;
-        let rope = (cfg.max_seq * cfg.head_dim * 4) as u64;
+        let activations = widths.fold(0u64, |n, w| n.saturating_add(f32_bytes(&[block, w])));
+        let logits = f32_bytes(&[block, cfg.vocab]);
+        let rope = f32_bytes(&[cfg.max_seq, cfg.head_dim]);
         // the logits also have a staging copy for reading back
-        let scratch = activations + 2 * logits + rope;
+        let scratch = activations
+            .saturating_add(logits.saturating_mul(2))
+            .saturating_add(rope);
         largest_binding = largest_binding.max(layer_cache).max(logits).max(rope);
         Ok(Self {
             weights,
-            kv_cache: layer_cache * 2 * cfg.n_layer as u64,
+            kv_cache: layer_cache.saturating_mul(2 * cfg.n_layer as u64),
             scratch,
             largest_binding,
         })
     }
 
     pub fn total(&self) -> u64 {
-        self.weights + self.kv_cache + self.scratch
+        self.weights
+            .saturating_add(self.kv_cache)
+            .saturating_add(self.scratch)
     }
 
     /// Checks the plan against an adapter's limit on one binding.

@@ -1,11 +1,12 @@
 //! The model's tensors on the GPU: matrices in their stored formats, norms as f32.
 
+use super::variants::{kv_projection, KvVariant};
 use super::{ModelConfig, ModelError};
 use crate::gguf::{GgmlType, GgufFile, TensorInfo};
 use crate::gpu::kernels::Kernels;
-use crate::gpu::matrix::GpuMatrix;
+use crate::gpu::matrix::{GpuMatrix, MatrixError};
 use crate::gpu::GpuContext;
-use crate::quant::{dequantize, WeightFormat};
+use crate::quant::{dequantize, WeightFormat, BLOCK};
 
 /// One transformer block's weights. Matrices are `[out, in]`.
 pub struct LayerWeights {
@@ -54,21 +55,22 @@ pub fn find<'a>(
     Ok(info)
 }
 
-fn format_of(info: &TensorInfo) -> Result<WeightFormat, ModelError> {
+pub(crate) fn format_of(info: &TensorInfo) -> Result<WeightFormat, ModelError> {
     WeightFormat::from_ggml(info.ggml_type).ok_or(ModelError::TensorType {
         name: info.name.clone(),
         ggml_type: info.ggml_type.name(),
     })
 }
 
-/// Every matrix of the model with its shape as `(name, rows, cols)`.
+/// Every matrix of the model with its shape as `(name, rows, cols)`, as stored
+/// in the file (`attn_k` and `attn_v` with the trained KV heads).
 pub fn matrices(cfg: &ModelConfig, file: &GgufFile) -> Vec<(String, usize, usize)> {
     let mut list = vec![("token_embd.weight".to_string(), cfg.vocab, cfg.n_embd)];
     for l in 0..cfg.n_layer {
         for (name, rows, cols) in [
             ("attn_q", cfg.q_dim(), cfg.n_embd),
-            ("attn_k", cfg.kv_dim(), cfg.n_embd),
-            ("attn_v", cfg.kv_dim(), cfg.n_embd),
+            ("attn_k", cfg.trained_kv_dim(), cfg.n_embd),
+            ("attn_v", cfg.trained_kv_dim(), cfg.n_embd),
             ("attn_output", cfg.n_embd, cfg.q_dim()),
             ("ffn_gate", cfg.n_ff, cfg.n_embd),
             ("ffn_up", cfg.n_ff, cfg.n_embd),
@@ -83,16 +85,43 @@ pub fn matrices(cfg: &ModelConfig, file: &GgufFile) -> Vec<(String, usize, usize
     list
 }
 
-/// The weight formats of the model's matrices, checking each has a kernel.
+/// The weight formats of the model's matrices as uploaded (a KV-head variant
+/// may change those of `attn_k` and `attn_v`), checking every tensor the upload
+/// reads: present, of its shape, of a type a kernel reads, whole blocks per row.
+/// The loader calls it before it allocates anything on the GPU.
 pub fn formats(cfg: &ModelConfig, file: &GgufFile) -> Result<Vec<WeightFormat>, ModelError> {
     let mut formats = Vec::new();
     for (name, rows, cols) in matrices(cfg, file) {
-        let format = format_of(find(file, &name, &[cols, rows])?)?;
+        let mut format = format_of(find(file, &name, &[cols, rows])?)?;
+        // the kernels read whole 32-element blocks of a row, whatever the format
+        if cols % BLOCK != 0 {
+            return Err(MatrixError::Columns { name, cols }.into());
+        }
+        if name.ends_with(".attn_k.weight") || name.ends_with(".attn_v.weight") {
+            format = KvVariant::of(cfg).format(format);
+        }
         if !formats.contains(&format) {
             formats.push(format);
         }
     }
+    let layer_norms =
+        (0..cfg.n_layer).flat_map(|l| [layer_tensor(l, "attn_norm"), layer_tensor(l, "ffn_norm")]);
+    for name in layer_norms.chain(["output_norm.weight".to_string()]) {
+        norm_format(find(file, &name, &[cfg.n_embd])?)?;
+    }
     Ok(formats)
+}
+
+/// Norms are read as f32 values: stored as F32, or F16 widened at upload.
+fn norm_format(info: &TensorInfo) -> Result<WeightFormat, ModelError> {
+    match info.ggml_type {
+        GgmlType::F32 => Ok(WeightFormat::F32),
+        GgmlType::F16 => Ok(WeightFormat::F16),
+        other => Err(ModelError::TensorType {
+            name: info.name.clone(),
+            ggml_type: other.name(),
+        }),
+    }
 }
 
 /// A norm vector as f32 values (F32 as stored; F16 widened, it is tiny).
@@ -104,19 +133,10 @@ pub fn norm_values(
 ) -> Result<Vec<f32>, ModelError> {
     let info = find(file, name, &[n])?;
     let data = file.tensor_data(bytes, info)?;
-    let format = match info.ggml_type {
-        GgmlType::F32 => WeightFormat::F32,
-        GgmlType::F16 => WeightFormat::F16,
-        other => {
-            return Err(ModelError::TensorType {
-                name: name.into(),
-                ggml_type: other.name(),
-            })
-        }
-    };
-    let mut values = vec![0.0; n.next_multiple_of(crate::quant::BLOCK)];
+    let format = norm_format(info)?;
+    let mut values = vec![0.0; n.next_multiple_of(BLOCK)];
     let mut padded = data.to_vec();
-    padded.resize(values.len() / crate::quant::BLOCK * format.block_bytes(), 0);
+    padded.resize(values.len() / BLOCK * format.block_bytes(), 0);
     dequantize(format, &padded, &mut values);
     values.truncate(n);
     Ok(values)
@@ -135,21 +155,33 @@ impl Weights {
         let total: u64 = file.tensors.iter().map(|t| t.n_bytes).sum();
         let done = std::cell::Cell::new(0u64);
         let progress = std::cell::RefCell::new(progress);
+        let advance = |n_bytes: u64| {
+            done.set(done.get() + n_bytes);
+            if let Ok(mut report) = progress.try_borrow_mut() {
+                report(done.get(), total);
+            }
+        };
         let matrix = |name: &str, rows: usize, cols: usize| -> Result<GpuMatrix, ModelError> {
             let info = find(file, name, &[cols, rows])?;
             let data = file.tensor_data(bytes, info)?;
             let m = GpuMatrix::upload(ctx, kernels, name, format_of(info)?, rows, cols, data)?;
-            done.set(done.get() + info.n_bytes);
-            if let Ok(mut report) = progress.try_borrow_mut() {
-                report(done.get(), total);
-            }
+            advance(info.n_bytes);
+            Ok(m)
+        };
+        // attn_k or attn_v, reshaped for the KV heads chosen at load
+        let kv = |l: usize, name: &str| -> Result<GpuMatrix, ModelError> {
+            let p = kv_projection(cfg, file, bytes, l, name)?;
+            let name = layer_tensor(l, name);
+            let cols = cfg.n_embd;
+            let m = GpuMatrix::upload(ctx, kernels, &name, p.format, p.rows, cols, &p.bytes)?;
+            advance(file.tensor(&name).map_or(0, |info| info.n_bytes));
             Ok(m)
         };
         let norm = |name: &str| -> Result<wgpu::Buffer, ModelError> {
             let values = norm_values(file, bytes, name, cfg.n_embd)?;
             Ok(ctx.storage_with(name, bytemuck::cast_slice(&values)))
         };
-        let (e, q, kv, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
+        let (e, q, ff) = (cfg.n_embd, cfg.q_dim(), cfg.n_ff);
 
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for l in 0..cfg.n_layer {
@@ -157,8 +189,8 @@ impl Weights {
             layers.push(LayerWeights {
                 attn_norm: norm(&t("attn_norm"))?,
                 wq: matrix(&t("attn_q"), q, e)?,
-                wk: matrix(&t("attn_k"), kv, e)?,
-                wv: matrix(&t("attn_v"), kv, e)?,
+                wk: kv(l, "attn_k")?,
+                wv: kv(l, "attn_v")?,
                 wo: matrix(&t("attn_output"), e, q)?,
                 ffn_norm: norm(&t("ffn_norm"))?,
                 w_gate: matrix(&t("ffn_gate"), ff, e)?,
