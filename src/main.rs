@@ -101,8 +101,9 @@ struct TokenizeArgs {
     special: bool,
 }
 
+/// What `perplexity` and `variants` both read: a model, a text, and its chunks.
 #[derive(clap::Args)]
-struct PerplexityArgs {
+struct TextArgs {
     /// The GGUF model file.
     #[arg(long)]
     model: PathBuf,
@@ -112,30 +113,26 @@ struct PerplexityArgs {
     /// Tokens per chunk; each chunk is scored on its second half.
     #[arg(long, default_value_t = DEFAULT_CONTEXT)]
     context: usize,
-    /// Run with this many KV heads (default: as trained).
-    #[arg(long)]
-    kv_heads: Option<usize>,
     /// Most chunks to score (default: every whole chunk of the text).
     #[arg(long)]
     chunks: Option<usize>,
+}
+
+#[derive(clap::Args)]
+struct PerplexityArgs {
+    #[command(flatten)]
+    input: TextArgs,
+    /// Run with this many KV heads (default: as trained).
+    #[arg(long)]
+    kv_heads: Option<usize>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
 }
 
 #[derive(clap::Args)]
 struct VariantsArgs {
-    /// The GGUF model file.
-    #[arg(long)]
-    model: PathBuf,
-    /// A UTF-8 text file for perplexity (e.g. data/kjv-genesis.txt).
-    #[arg(long)]
-    text: PathBuf,
-    /// Tokens per perplexity chunk.
-    #[arg(long, default_value_t = DEFAULT_CONTEXT)]
-    context: usize,
-    /// Most perplexity chunks per variant (default: every whole chunk of the text).
-    #[arg(long)]
-    chunks: Option<usize>,
+    #[command(flatten)]
+    input: TextArgs,
     /// Positions in the cache when decode speed is measured.
     #[arg(long, default_value_t = 2048)]
     decode_context: usize,
@@ -339,13 +336,18 @@ fn measure_perplexity(
 }
 
 fn perplexity(args: PerplexityArgs) -> Result<(), Failure> {
-    let bytes = read_model(&args.model)?;
+    let bytes = read_model(&args.input.model)?;
     let file = GgufFile::parse(&bytes, bytes.len() as u64)?;
-    let (tokens, options) = text_tokens(&file, &args.text, args.context, args.chunks)?;
+    let (tokens, options) = text_tokens(
+        &file,
+        &args.input.text,
+        args.input.context,
+        args.input.chunks,
+    )?;
 
     let ctx = pollster::block_on(GpuContext::new(ContextOptions::default()))?;
     let load = LoadOptions {
-        max_seq: Some(args.context),
+        max_seq: Some(args.input.context),
         kv_heads: args.kv_heads,
         ..LoadOptions::default()
     };
@@ -458,9 +460,14 @@ fn variants(args: VariantsArgs) -> Result<(), Failure> {
             "--decode-steps 0: at least one step must be timed".into(),
         ));
     }
-    let bytes = read_model(&args.model)?;
+    let bytes = read_model(&args.input.model)?;
     let file = GgufFile::parse(&bytes, bytes.len() as u64)?;
-    let (tokens, options) = text_tokens(&file, &args.text, args.context, args.chunks)?;
+    let (tokens, options) = text_tokens(
+        &file,
+        &args.input.text,
+        args.input.context,
+        args.input.chunks,
+    )?;
     let trained = ModelConfig::from_gguf(&file, None)?;
     let mut counts = allowed_kv_heads(trained.n_head, trained.trained_kv_head);
     counts.reverse();
@@ -468,6 +475,7 @@ fn variants(args: VariantsArgs) -> Result<(), Failure> {
     let ctx = pollster::block_on(GpuContext::new(ContextOptions::default()))?;
     // the decode measurement needs its warm-up step and timed steps after the fill
     let max_seq = args
+        .input
         .context
         .max(args.decode_context + args.decode_steps + 1);
     let mut rows = Vec::new();
@@ -514,7 +522,7 @@ fn variants(args: VariantsArgs) -> Result<(), Failure> {
             first.chunks,
             first.context,
             first.tokens_scored,
-            args.text.display(),
+            args.input.text.display(),
         );
     }
     let at_max = format!("KV @ {}", trained.train_ctx);
