@@ -76,7 +76,8 @@ fn check_golden(model: &mut Model, name: &str) -> Outcome {
             outcome.max_error = outcome.max_error.max(error);
             assert!(
                 error <= LOGIT_TOLERANCE,
-                "{name} step {i}: logit of id {id} is {}, reference {expected} (tolerance {LOGIT_TOLERANCE})",
+                "{name} step {i}: logit of id {id} is {}, reference {expected} \
+                 (tolerance {LOGIT_TOLERANCE})",
                 logits[id]
             );
         }
@@ -114,7 +115,8 @@ fn check_goldens(names: &[&str]) {
         let start = Instant::now();
         let o = check_golden(&mut model, name);
         eprintln!(
-            "{name}: largest logit error {:.2e}, greedy tokens matched {}/{} (required {}), {:.1} s",
+            "{name}: largest logit error {:.2e}, greedy tokens matched {}/{} (required {}), \
+             {:.1} s",
             o.max_error,
             o.matched,
             o.steps,

@@ -341,7 +341,8 @@ fn check_attention(
     let got = read_f32(ctx, &out, q.len());
     let expected = reference::attention(&q, &k_cache, &v_cache, shape, pos0);
     let what = format!(
-        "attention {}/{} heads, head size {hd}, {tokens} tokens from position {pos0} ({splits} split)",
+        "attention {}/{} heads, head size {hd}, {tokens} tokens from position {pos0} \
+         ({splits} split)",
         shape.n_head, shape.n_kv_head
     );
     assert_close(&what, &got, &expected, ATTENTION_ATOL, ATTENTION_RTOL);

@@ -148,7 +148,8 @@ impl GpuContext {
         log::info!("adapter: {}", self.adapter_summary());
         log::info!(
             "limits: storage binding {} bytes, buffer {} bytes, workgroup storage {} bytes, \
-             {} invocations per workgroup, {} storage buffers per stage, {} workgroups per dimension",
+             {} invocations per workgroup, {} storage buffers per stage, \
+             {} workgroups per dimension",
             l.max_storage_buffer_binding_size,
             l.max_buffer_size,
             l.max_compute_workgroup_storage_size,
