@@ -74,6 +74,19 @@ pub struct StepOutput {
     pub candidates: Vec<(u32, f32)>,
 }
 
+/// What one forward call cost, counted as it was recorded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StepStats {
+    /// Tokens run.
+    pub tokens: u32,
+    /// Compute dispatches recorded.
+    pub dispatches: u64,
+    /// Command buffers submitted to the queue.
+    pub submissions: u32,
+    /// Bytes copied back to the CPU.
+    pub readback_bytes: u64,
+}
+
 /// Why a forward call did not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
@@ -162,6 +175,7 @@ pub struct Model {
     block: usize,
     /// (heads per workgroup, workgroups per KV head) of the attention kernel
     attention_split: (u32, u32),
+    last_step: StepStats,
 }
 
 /// (cos, sin) of `pos * base^(-2i / head_dim)` for every position and pair,
@@ -251,6 +265,7 @@ impl Model {
             binds,
             block,
             attention_split,
+            last_step: StepStats::default(),
         })
     }
 
@@ -287,6 +302,11 @@ impl Model {
         &self.ctx
     }
 
+    /// What the last [`Model::forward`] call recorded and read back.
+    pub fn last_step(&self) -> StepStats {
+        self.last_step
+    }
+
     /// Runs `tokens` at the next positions of the cache and reads back `output`
     /// for them (the last one, or all with [`Output::AllLogits`]).
     pub async fn forward(
@@ -318,6 +338,11 @@ impl Model {
         }
 
         let mut result = StepOutput::default();
+        self.last_step = StepStats {
+            tokens: tokens.len() as u32,
+            ..StepStats::default()
+        };
+        let dispatches_before = self.kernels.dispatch_count();
         let blocks: Vec<&[u32]> = tokens.chunks(self.block).collect();
         for (i, block) in blocks.iter().enumerate() {
             let last = i + 1 == blocks.len();
@@ -331,6 +356,7 @@ impl Model {
             result.logits.extend(part.logits);
             result.candidates = part.candidates;
         }
+        self.last_step.dispatches = self.kernels.dispatch_count() - dispatches_before;
         Ok(result)
     }
 
@@ -399,6 +425,8 @@ impl Model {
         };
         self.ctx.queue.submit([encoder.finish()]);
         self.cache.advance(ids.len());
+        self.last_step.submissions += 1;
+        self.last_step.readback_bytes += read;
 
         let mut out = StepOutput::default();
         match output {

@@ -23,7 +23,7 @@ pub mod web;
 
 pub use engine::{Engine, EngineError, FinishReason, GenerateOptions, Generation};
 pub use forward::{
-    ForwardError, LoadOptions, LoadPhase, Model, Output, StepOutput, MAX_CANDIDATES,
+    ForwardError, LoadOptions, LoadPhase, Model, Output, StepOutput, StepStats, MAX_CANDIDATES,
 };
 pub use gpu::{ContextOptions, GpuContext, GpuError};
 pub use model::{ModelConfig, ModelError};

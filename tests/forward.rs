@@ -201,3 +201,28 @@ fn the_context_limit_and_bad_ids_are_refused() {
         "{over:?}"
     );
 }
+
+/// One submission per block of tokens, a fixed number of dispatches per layer,
+/// and a greedy decode step reads back only the chosen id.
+#[test]
+fn step_stats_count_dispatches_submissions_and_readback() {
+    let ctx = gpu();
+    let spec = SyntheticSpec::tiny(8, 2, WeightFormat::Q4_1);
+    let bytes = spec.to_gguf();
+    let mut model = load(&ctx, &bytes, 16);
+    let layers = model.config.n_layer as u64;
+
+    pollster::block_on(model.forward(&tokens(40, spec.vocab, 1), Output::Argmax)).unwrap();
+    let prefill = model.last_step();
+    assert_eq!((prefill.tokens, prefill.submissions, prefill.readback_bytes), (40, 3, 4));
+
+    pollster::block_on(model.forward(&[3], Output::Argmax)).unwrap();
+    let decode = model.last_step();
+    assert_eq!((decode.tokens, decode.submissions, decode.readback_bytes), (1, 1, 4));
+    // per layer: 2 norms, 7 products, 2 rotations, append, attention, 2 adds, SwiGLU;
+    // then embed, the final norm, the logits and the argmax
+    assert_eq!(decode.dispatches, 16 * layers + 4);
+
+    pollster::block_on(model.forward(&[5], Output::TopK(10))).unwrap();
+    assert_eq!(model.last_step().readback_bytes, 10 * 8);
+}

@@ -6,6 +6,8 @@
 //! chunk of a matrix at group 1 (`shaders/quant.wgsl`), whose source is prepended.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use super::{GpuContext, Slot};
 use crate::quant::WeightFormat;
@@ -67,6 +69,8 @@ pub struct Kernel {
     name: &'static str,
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
+    /// Shared by every kernel of one [`Kernels`]: dispatches recorded so far.
+    dispatches: Arc<AtomicU64>,
 }
 
 impl Kernel {
@@ -99,6 +103,7 @@ impl Kernel {
             pass.set_bind_group(i as u32, *group, &[]);
         }
         pass.dispatch_workgroups(grid.x, grid.y, 1);
+        self.dispatches.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -159,6 +164,7 @@ pub struct Kernels {
     /// Group 1 of the weight-reading kernels: a chunk's uniform and its words.
     pub weight_layout: wgpu::BindGroupLayout,
     max_per_dim: u32,
+    dispatches: Arc<AtomicU64>,
 }
 
 impl Kernels {
@@ -168,6 +174,7 @@ impl Kernels {
         let mut builder = Builder {
             ctx,
             layouts: HashMap::new(),
+            dispatches: Arc::default(),
         };
         let weight_layout = builder.layout(&[Uniform, Read]);
         let by_format = |builder: &mut Builder, name: &'static str, file: &str, slots: &[Slot]| {
@@ -225,7 +232,13 @@ impl Kernels {
             topk: builder.kernel("topk", "topk.wgsl", &[Uniform, Read, Write], None, &[]),
             weight_layout: weight_layout.clone(),
             max_per_dim: ctx.limits.max_compute_workgroups_per_dimension,
+            dispatches: builder.dispatches,
         }
+    }
+
+    /// Dispatches recorded by these kernels since they were compiled.
+    pub fn dispatch_count(&self) -> u64 {
+        self.dispatches.load(Ordering::Relaxed)
     }
 
     /// Workgroups for `invocations` invocations of a 64-wide element-wise kernel.
@@ -258,6 +271,7 @@ impl Kernels {
 struct Builder<'a> {
     ctx: &'a GpuContext,
     layouts: HashMap<Vec<Slot>, wgpu::BindGroupLayout>,
+    dispatches: Arc<AtomicU64>,
 }
 
 impl Builder<'_> {
@@ -336,6 +350,7 @@ impl Builder<'_> {
             name,
             pipeline,
             layout,
+            dispatches: Arc::clone(&self.dispatches),
         }
     }
 }
