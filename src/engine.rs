@@ -66,6 +66,8 @@ pub struct GenerateOptions {
     pub sampling: SamplingParams,
     /// Keep, for each step, this many of the highest `(id, logit)` pairs.
     pub top_logits: usize,
+    /// Go on past end-of-generation tokens (for benchmarks and soak tests).
+    pub ignore_eos: bool,
 }
 
 impl Default for GenerateOptions {
@@ -74,6 +76,7 @@ impl Default for GenerateOptions {
             max_tokens: 256,
             sampling: SamplingParams::default(),
             top_logits: 0,
+            ignore_eos: false,
         }
     }
 }
@@ -242,7 +245,7 @@ impl Engine {
             }
             generation.tokens.push(id);
             history.push(id);
-            if self.tokenizer.is_eog(id) {
+            if self.tokenizer.is_eog(id) && !options.ignore_eos {
                 generation.finish_reason = FinishReason::Stop;
                 break;
             }

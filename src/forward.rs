@@ -8,7 +8,7 @@ use bytemuck::bytes_of;
 use crate::gguf::GgufFile;
 use crate::gpu::kernels::{Grid, Kernels};
 use crate::gpu::uniforms::{self, Step};
-use crate::gpu::{GpuContext, GpuError};
+use crate::gpu::{GpuBuffer, GpuContext, GpuError};
 use crate::kv_cache::KvCache;
 use crate::model::variants;
 use crate::model::weights::{self, Weights};
@@ -113,25 +113,25 @@ pub enum ForwardError {
 
 /// Activations of one block of tokens. Shapes are per token row.
 struct Scratch {
-    step: wgpu::Buffer,       // Step uniform
-    ids: wgpu::Buffer,        // [block] u32
-    x: wgpu::Buffer,          // [block, n_embd] residual stream
-    xn: wgpu::Buffer,         // [block, n_embd] normed
-    q: wgpu::Buffer,          // [block, n_head * head_dim]
-    k: wgpu::Buffer,          // [block, n_kv_head * head_dim]
-    v: wgpu::Buffer,          // [block, n_kv_head * head_dim]
-    att: wgpu::Buffer,        // [block, n_head * head_dim] attention output
-    proj: wgpu::Buffer,       // [block, n_embd] output of attn_output or ffn_down
-    gate: wgpu::Buffer,       // [block, n_ff], then silu(gate) * up
-    up: wgpu::Buffer,         // [block, n_ff]
-    logits: wgpu::Buffer,     // [block, vocab]
-    chosen: wgpu::Buffer,     // [1] u32
-    topk: wgpu::Buffer,       // TopK uniform
-    candidates: wgpu::Buffer, // [MAX_CANDIDATES] (id, logit bits)
-    rope_table: wgpu::Buffer, // [max_seq, head_dim / 2] (cos, sin)
-    chosen_staging: wgpu::Buffer,
-    candidates_staging: wgpu::Buffer,
-    logits_staging: wgpu::Buffer,
+    step: GpuBuffer,       // Step uniform
+    ids: GpuBuffer,        // [block] u32
+    x: GpuBuffer,          // [block, n_embd] residual stream
+    xn: GpuBuffer,         // [block, n_embd] normed
+    q: GpuBuffer,          // [block, n_head * head_dim]
+    k: GpuBuffer,          // [block, n_kv_head * head_dim]
+    v: GpuBuffer,          // [block, n_kv_head * head_dim]
+    att: GpuBuffer,        // [block, n_head * head_dim] attention output
+    proj: GpuBuffer,       // [block, n_embd] output of attn_output or ffn_down
+    gate: GpuBuffer,       // [block, n_ff], then silu(gate) * up
+    up: GpuBuffer,         // [block, n_ff]
+    logits: GpuBuffer,     // [block, vocab]
+    chosen: GpuBuffer,     // [1] u32
+    topk: GpuBuffer,       // TopK uniform
+    candidates: GpuBuffer, // [MAX_CANDIDATES] (id, logit bits)
+    rope_table: GpuBuffer, // [max_seq, head_dim / 2] (cos, sin)
+    chosen_staging: GpuBuffer,
+    candidates_staging: GpuBuffer,
+    logits_staging: GpuBuffer,
 }
 
 /// Group-0 bind groups of every dispatch, by role.
@@ -563,8 +563,8 @@ impl Binds {
         (heads_per_workgroup, splits): (u32, u32),
     ) -> Self {
         // Uniforms with equal contents share one buffer.
-        let mut uniforms: HashMap<Vec<u8>, wgpu::Buffer> = HashMap::new();
-        let mut uniform = |label: &str, bytes: &[u8]| -> wgpu::Buffer {
+        let mut uniforms: HashMap<Vec<u8>, GpuBuffer> = HashMap::new();
+        let mut uniform = |label: &str, bytes: &[u8]| -> GpuBuffer {
             uniforms
                 .entry(bytes.to_vec())
                 .or_insert_with(|| ctx.uniform_with(label, bytes))

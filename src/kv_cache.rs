@@ -3,12 +3,12 @@
 //! place (kv_append.wgsl); truncating and clearing only move the length, since
 //! attention never reads past the positions of the current step.
 
-use crate::gpu::GpuContext;
+use crate::gpu::{GpuBuffer, GpuContext};
 use crate::model::{ModelConfig, ModelError};
 
 pub struct KvCache {
-    pub k: Vec<wgpu::Buffer>, // per layer: [n_kv_head, max_seq, head_dim] f32
-    pub v: Vec<wgpu::Buffer>, // per layer: [n_kv_head, max_seq, head_dim] f32
+    pub k: Vec<GpuBuffer>, // per layer: [n_kv_head, max_seq, head_dim] f32
+    pub v: Vec<GpuBuffer>, // per layer: [n_kv_head, max_seq, head_dim] f32
     capacity: usize,
     len: usize,
 }

@@ -82,6 +82,9 @@ struct GenerateArgs {
     /// With --format json: the K highest [id, logit] pairs of each step.
     #[arg(long, default_value_t = 0)]
     top_logits: usize,
+    /// Go on past end-of-generation tokens until -n tokens are generated.
+    #[arg(long)]
+    ignore_eos: bool,
     /// Positions of the KV cache (default: the model's, at most 4096).
     #[arg(long)]
     context: Option<usize>,
@@ -240,6 +243,7 @@ fn generate(args: GenerateArgs) -> Result<(), Failure> {
         max_tokens: args.n,
         sampling,
         top_logits: args.top_logits,
+        ignore_eos: args.ignore_eos,
     };
 
     let mut stdout = std::io::stdout().lock();

@@ -92,6 +92,40 @@ fn greedy_raw_and_chat_generation_give_the_reference_tokens() {
 }
 
 #[test]
+fn ignore_eos_goes_on_past_the_end_of_the_answer() {
+    let Some(model) = model_path() else { return };
+    let golden = golden("chat_capital.json");
+    let text = golden["text"].as_str().unwrap();
+    let args = [
+        "generate",
+        "--model",
+        &model,
+        "--chat",
+        text,
+        "-n",
+        "10",
+        "--ignore-eos",
+        "--format",
+        "json",
+    ];
+
+    let out = json(&run(&args));
+
+    // the model's answer ends with <|im_end|> (id 2) at the 8th token; it goes on
+    let answer: Vec<u64> = golden["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["token"].as_u64().unwrap())
+        .collect();
+    let tokens = ids(&out["tokens"]);
+    assert_eq!(answer.len(), 8);
+    assert_eq!(tokens.len(), 10);
+    assert_eq!(tokens[..8], answer[..]);
+    assert_eq!(out["finish_reason"], "length");
+}
+
+#[test]
 fn seeded_sampling_repeats_and_top_logits_are_reported() {
     let Some(model) = model_path() else { return };
     let args = [

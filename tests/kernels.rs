@@ -9,7 +9,7 @@ use gqa_webgpu::forward::rope_table;
 use gqa_webgpu::gpu::kernels::{Grid, Kernels};
 use gqa_webgpu::gpu::matrix::GpuMatrix;
 use gqa_webgpu::gpu::uniforms::{self, Step};
-use gqa_webgpu::gpu::{ContextOptions, GpuContext};
+use gqa_webgpu::gpu::{ContextOptions, GpuBuffer, GpuContext};
 use gqa_webgpu::quant::{quantize, WeightFormat};
 use gqa_webgpu::reference::{self, AttentionShape, Matrix};
 use gqa_webgpu::synthetic::Rng;
@@ -26,7 +26,7 @@ const ELEMENT_RTOL: f32 = 1e-5;
 const ATTENTION_ATOL: f32 = 1e-5;
 const ATTENTION_RTOL: f32 = 1e-4;
 
-fn step(ctx: &GpuContext, pos0: u32, n_tokens: u32) -> wgpu::Buffer {
+fn step(ctx: &GpuContext, pos0: u32, n_tokens: u32) -> GpuBuffer {
     ctx.uniform_with(
         "step",
         bytes_of(&Step {
@@ -249,7 +249,7 @@ fn kv_append_writes_only_the_step_positions() {
     let v = random(&mut rng, tokens * n_kv * hd, 1.0);
     let k_old = random(&mut rng, n_kv * max_seq * hd, 1.0);
     let v_old = random(&mut rng, n_kv * max_seq * hd, 1.0);
-    let buffers: Vec<wgpu::Buffer> = [&k, &v, &k_old, &v_old]
+    let buffers: Vec<GpuBuffer> = [&k, &v, &k_old, &v_old]
         .iter()
         .map(|data| ctx.storage_with("kv", bytemuck::cast_slice(data)))
         .collect();

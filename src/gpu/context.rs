@@ -6,7 +6,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::GpuError;
+use super::memory::Registry;
+use super::{GpuBuffer, GpuError, MemoryInUse, WgpuMemoryReport};
 
 /// What to ask of the adapter.
 #[derive(Clone, Debug, Default)]
@@ -37,6 +38,10 @@ pub struct GpuContext {
     /// after each submission so that a failing device stops with an error instead
     /// of producing wrong tokens.
     failure: Arc<Mutex<Option<String>>>,
+    /// Every buffer made through this context's helpers, while it lives.
+    registry: Arc<Registry>,
+    /// Kept for wgpu's own memory report (natively).
+    instance: wgpu::Instance,
 }
 
 impl GpuContext {
@@ -115,6 +120,8 @@ impl GpuContext {
             features,
             max_binding_bytes,
             failure,
+            registry: Arc::default(),
+            instance,
         };
         context.log_summary();
         Ok(context)
@@ -132,6 +139,55 @@ impl GpuContext {
             Ok(None) => Ok(()),
             Ok(Some(text)) => Err(GpuError::Failed(text)),
             Err(_) => Err(GpuError::Failed("the GPU error record was poisoned".into())),
+        }
+    }
+
+    /// Destroys the device as a driver reset would, recording `why` as the
+    /// failure: every later call fails with it. For tests of recovery (the page
+    /// offers to load the model again on a fresh device).
+    pub fn lose_device(&self, why: &str) {
+        record_failure(&self.failure, format!("the GPU device was lost: {why}"));
+        self.device.destroy();
+    }
+
+    /// Counts `buffer` in this context's allocation registry while it lives.
+    pub fn track(&self, buffer: wgpu::Buffer) -> GpuBuffer {
+        self.registry.track(buffer)
+    }
+
+    /// The buffers made through this context that are still alive, and their bytes.
+    pub fn memory_in_use(&self) -> MemoryInUse {
+        self.registry.in_use()
+    }
+
+    /// Buffers ever made through this context, dropped ones included: a load
+    /// refused before allocating leaves it unchanged.
+    pub fn buffers_made(&self) -> u64 {
+        self.registry.made()
+    }
+
+    /// wgpu's own count of the device's buffers and, where the backend's
+    /// allocator says, the bytes it has handed out; `None` where wgpu gives no
+    /// report (in the browser). Polls the device first so that buffers already
+    /// dropped are released.
+    pub fn wgpu_memory_report(&self) -> Option<WgpuMemoryReport> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+            let report = self.instance.generate_report()?;
+            let allocated_bytes = self
+                .device
+                .generate_allocator_report()
+                .map(|r| r.total_allocated_bytes);
+            Some(WgpuMemoryReport {
+                buffers: report.hub_report().buffers.num_allocated as u64,
+                allocated_bytes,
+            })
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = &self.instance;
+            None
         }
     }
 

@@ -5,7 +5,7 @@
 
 use super::kernels::{Grid, Kernels};
 use super::uniforms::WeightChunk;
-use super::GpuContext;
+use super::{GpuBuffer, GpuContext};
 use crate::quant::{repack_for_gpu, WeightFormat, BLOCK};
 
 /// Why a matrix cannot be placed on the GPU.
@@ -34,7 +34,9 @@ pub enum MatrixError {
 pub struct Chunk {
     pub row0: u32,
     pub rows: u32,
-    pub buffer: wgpu::Buffer,
+    pub buffer: GpuBuffer,
+    /// The chunk's shape (a `WeightChunk` uniform), kept so the registry counts it.
+    pub shape: GpuBuffer,
     /// Group 1 of the weight-reading kernels: this chunk's shape and words.
     pub bind_group: wgpu::BindGroup,
 }
@@ -134,6 +136,7 @@ impl GpuMatrix {
                 row0: row0 as u32,
                 rows: n as u32,
                 buffer,
+                shape: uniform,
                 bind_group,
             });
             row0 += n;

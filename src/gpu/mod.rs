@@ -3,9 +3,11 @@
 mod context;
 pub mod kernels;
 pub mod matrix;
+mod memory;
 pub mod uniforms;
 
 pub use context::{ContextOptions, GpuContext, OptionalFeatures};
+pub use memory::{GpuBuffer, MemoryInUse, WgpuMemoryReport};
 
 use wgpu::util::DeviceExt;
 
@@ -34,20 +36,22 @@ pub enum Slot {
 
 impl GpuContext {
     /// A storage buffer holding `data`, readable by kernels and copyable.
-    pub fn storage_with(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: data,
-                usage: wgpu::BufferUsages::STORAGE
-                    | wgpu::BufferUsages::COPY_DST
-                    | wgpu::BufferUsages::COPY_SRC,
-            })
+    pub fn storage_with(&self, label: &str, data: &[u8]) -> GpuBuffer {
+        self.track(
+            self.device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(label),
+                    contents: data,
+                    usage: wgpu::BufferUsages::STORAGE
+                        | wgpu::BufferUsages::COPY_DST
+                        | wgpu::BufferUsages::COPY_SRC,
+                }),
+        )
     }
 
     /// An uninitialised (zeroed) storage buffer of `bytes` bytes.
-    pub fn storage(&self, label: &str, bytes: u64) -> wgpu::Buffer {
-        self.device.create_buffer(&wgpu::BufferDescriptor {
+    pub fn storage(&self, label: &str, bytes: u64) -> GpuBuffer {
+        self.track(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             // wgpu refuses zero-sized bindings; a buffer of at least one word keeps
             // degenerate shapes (an empty step) valid.
@@ -56,27 +60,29 @@ impl GpuContext {
                 | wgpu::BufferUsages::COPY_DST
                 | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
-        })
+        }))
     }
 
     /// A uniform buffer holding `data`.
-    pub fn uniform_with(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: data,
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            })
+    pub fn uniform_with(&self, label: &str, data: &[u8]) -> GpuBuffer {
+        self.track(
+            self.device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(label),
+                    contents: data,
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                }),
+        )
     }
 
     /// A buffer the CPU can map to read results back.
-    pub fn staging(&self, label: &str, bytes: u64) -> wgpu::Buffer {
-        self.device.create_buffer(&wgpu::BufferDescriptor {
+    pub fn staging(&self, label: &str, bytes: u64) -> GpuBuffer {
+        self.track(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes.max(4).next_multiple_of(4),
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
-        })
+        }))
     }
 
     /// Waits for the GPU and returns the first `bytes` bytes of a mapped-readable
@@ -96,10 +102,13 @@ impl GpuContext {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| GpuError::Readback(e.to_string()))?;
-        receiver
+        let mapped = receiver
             .await
-            .map_err(|_| GpuError::Readback("the map request was dropped".into()))?
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
+            .map_err(|_| GpuError::Readback("the map request was dropped".into()))
+            .and_then(|result| result.map_err(|e| GpuError::Readback(e.to_string())));
+        // a lost device fails the map too: its recorded cause says more
+        self.check()?;
+        mapped?;
         let data = slice
             .get_mapped_range()
             .map_err(|e| GpuError::Readback(e.to_string()))?

@@ -5,27 +5,27 @@ use super::{ModelConfig, ModelError};
 use crate::gguf::{GgmlType, GgufFile, TensorInfo};
 use crate::gpu::kernels::Kernels;
 use crate::gpu::matrix::{GpuMatrix, MatrixError};
-use crate::gpu::GpuContext;
+use crate::gpu::{GpuBuffer, GpuContext};
 use crate::quant::{dequantize, WeightFormat, BLOCK};
 
 /// One transformer block's weights. Matrices are `[out, in]`.
 pub struct LayerWeights {
-    pub attn_norm: wgpu::Buffer, // [n_embd] f32
-    pub wq: GpuMatrix,           // [n_head * head_dim, n_embd]
-    pub wk: GpuMatrix,           // [n_kv_head * head_dim, n_embd]
-    pub wv: GpuMatrix,           // [n_kv_head * head_dim, n_embd]
-    pub wo: GpuMatrix,           // [n_embd, n_head * head_dim]
-    pub ffn_norm: wgpu::Buffer,  // [n_embd] f32
-    pub w_gate: GpuMatrix,       // [n_ff, n_embd]
-    pub w_up: GpuMatrix,         // [n_ff, n_embd]
-    pub w_down: GpuMatrix,       // [n_embd, n_ff]
+    pub attn_norm: GpuBuffer, // [n_embd] f32
+    pub wq: GpuMatrix,        // [n_head * head_dim, n_embd]
+    pub wk: GpuMatrix,        // [n_kv_head * head_dim, n_embd]
+    pub wv: GpuMatrix,        // [n_kv_head * head_dim, n_embd]
+    pub wo: GpuMatrix,        // [n_embd, n_head * head_dim]
+    pub ffn_norm: GpuBuffer,  // [n_embd] f32
+    pub w_gate: GpuMatrix,    // [n_ff, n_embd]
+    pub w_up: GpuMatrix,      // [n_ff, n_embd]
+    pub w_down: GpuMatrix,    // [n_embd, n_ff]
 }
 
 /// Every weight of the model.
 pub struct Weights {
     pub token_embd: GpuMatrix, // [vocab, n_embd]
     pub layers: Vec<LayerWeights>,
-    pub output_norm: wgpu::Buffer, // [n_embd] f32
+    pub output_norm: GpuBuffer, // [n_embd] f32
     /// `output.weight` [vocab, n_embd]; `None` when tied to `token_embd`.
     pub output: Option<GpuMatrix>,
 }
@@ -177,7 +177,7 @@ impl Weights {
             advance(file.tensor(&name).map_or(0, |info| info.n_bytes));
             Ok(m)
         };
-        let norm = |name: &str| -> Result<wgpu::Buffer, ModelError> {
+        let norm = |name: &str| -> Result<GpuBuffer, ModelError> {
             let values = norm_values(file, bytes, name, cfg.n_embd)?;
             Ok(ctx.storage_with(name, bytemuck::cast_slice(&values)))
         };
