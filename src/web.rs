@@ -13,7 +13,10 @@ use crate::forward::LoadPhase;
 use crate::gguf::{GgufError, GgufFile};
 use crate::model::{MemoryPlan, ModelConfig};
 use crate::sampler::SamplingParams;
-use crate::{ContextOptions, Engine, GenerateOptions, Generation, GpuContext, LoadOptions};
+use crate::{
+    ContextOptions, Engine, EngineError, ForwardError, GenerateOptions, Generation, GpuContext,
+    LoadOptions,
+};
 
 #[wasm_bindgen(start)]
 fn start() {
@@ -33,6 +36,7 @@ struct JsOptions {
     min_p: Option<f32>,
     repetition_penalty: Option<f32>,
     seed: Option<f64>,
+    ignore_eos: bool,
 }
 
 impl JsOptions {
@@ -55,6 +59,7 @@ impl JsOptions {
             max_tokens,
             sampling,
             top_logits: 0,
+            ignore_eos: self.ignore_eos,
         }
     }
 }
@@ -219,6 +224,7 @@ impl WasmEngine {
     pub fn info(&self) -> Result<JsValue, JsError> {
         let loaded = self.inner.try_borrow().map_err(|_| JsError::new(BUSY))?;
         let (weights, kv_cache) = loaded.engine.model().gpu_bytes();
+        let in_use = loaded.ctx.memory_in_use();
         let info = &loaded.ctx.info;
         to_js(&serde_json::json!({
             "model": JsModel::from(loaded.engine.config()),
@@ -231,9 +237,23 @@ impl WasmEngine {
                 "maxStorageBufferBindingSize": loaded.ctx.limits.max_storage_buffer_binding_size,
                 "maxBufferSize": loaded.ctx.limits.max_buffer_size,
             },
-            "gpuMemory": { "weights": weights, "kvCache": kv_cache },
+            "gpuMemory": {
+                "weights": weights,
+                "kvCache": kv_cache,
+                "buffers": in_use.buffers,
+                "total": in_use.bytes,
+            },
             "contextUsed": loaded.engine.context_used(),
         }))
+    }
+
+    /// Destroys this engine's GPU device as a driver reset would: every later
+    /// call fails with a `GpuError`. For testing recovery.
+    #[wasm_bindgen(js_name = loseDevice)]
+    pub fn lose_device(&self) -> Result<(), JsError> {
+        let loaded = self.inner.try_borrow().map_err(|_| JsError::new(BUSY))?;
+        loaded.ctx.lose_device("destroyed on request (loseDevice)");
+        Ok(())
     }
 
     /// Forgets the conversation.
@@ -245,6 +265,16 @@ impl WasmEngine {
         loaded.engine.reset();
         Ok(())
     }
+}
+
+/// A generation error as a JS Error; a failing or lost GPU is named `GpuError`
+/// so that pages can offer to load the model again.
+fn engine_error(e: &EngineError) -> JsValue {
+    let js = js_sys::Error::new(&e.to_string());
+    if matches!(e, EngineError::Forward(ForwardError::Gpu(_))) {
+        js.set_name("GpuError");
+    }
+    js.into()
 }
 
 const BUSY: &str = "the engine is busy with another request: wait for it to finish";
@@ -273,7 +303,7 @@ async fn run(
                 .unwrap_or(false)
         })
         .await
-        .map_err(|e| error(&e.to_string()))?;
+        .map_err(|e| engine_error(&e))?;
     to_js(&JsGeneration::from(generation)).map_err(JsValue::from)
 }
 

@@ -214,11 +214,17 @@ fn step_stats_count_dispatches_submissions_and_readback() {
 
     pollster::block_on(model.forward(&tokens(40, spec.vocab, 1), Output::Argmax)).unwrap();
     let prefill = model.last_step();
-    assert_eq!((prefill.tokens, prefill.submissions, prefill.readback_bytes), (40, 3, 4));
+    assert_eq!(
+        (prefill.tokens, prefill.submissions, prefill.readback_bytes),
+        (40, 3, 4)
+    );
 
     pollster::block_on(model.forward(&[3], Output::Argmax)).unwrap();
     let decode = model.last_step();
-    assert_eq!((decode.tokens, decode.submissions, decode.readback_bytes), (1, 1, 4));
+    assert_eq!(
+        (decode.tokens, decode.submissions, decode.readback_bytes),
+        (1, 1, 4)
+    );
     // per layer: 2 norms, 7 products, 2 rotations, append, attention, 2 adds, SwiGLU;
     // then embed, the final norm, the logits and the argmax
     assert_eq!(decode.dispatches, 16 * layers + 4);

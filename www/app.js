@@ -17,6 +17,7 @@ const PHASE_TEXT = {
 const state = {
   engine: null,
   modelName: '',
+  source: null, // what the model was loaded from: a URL or a File
   loading: null, // AbortController of the load in progress
   generating: null, // AbortController of the generation in progress
   history: [], // the chat so far: [{role, content}]
@@ -26,7 +27,8 @@ const state = {
 window.addEventListener('unhandledrejection', (event) => showError(event.reason));
 window.addEventListener('error', (event) => showError(event.error ?? event.message));
 
-function showError(error) {
+// `action`, when given, is {label, run}: a button beside the message that runs it.
+function showError(error, action = null) {
   const item = document.createElement('li');
   const text = document.createElement('span');
   text.textContent = error?.message ?? String(error);
@@ -36,9 +38,31 @@ function showError(error) {
   close.setAttribute('aria-label', 'Dismiss');
   close.textContent = '×';
   close.addEventListener('click', () => item.remove());
-  item.append(text, close);
+  item.append(text);
+  if (action) {
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'action';
+    button.textContent = action.label;
+    button.addEventListener('click', () => {
+      item.remove();
+      action.run();
+    });
+    item.append(button);
+  }
+  item.append(close);
   $('errors').append(item);
   console.error(error);
+}
+
+// A lost or failing GPU leaves the engine unusable; the file is still in the
+// Cache API (or the File object), so loading again on a fresh device is quick.
+function offerReload(error) {
+  const { source, modelName } = state;
+  showError(error, source && {
+    label: 'Load the model again',
+    run: () => loadModel(source, modelName),
+  });
 }
 
 // ---- WebGPU ----
@@ -71,6 +95,7 @@ async function loadModel(source, name) {
   await unloadModel();
 
   state.modelName = name;
+  state.source = source;
   $('load-progress').value = 0;
   setLoading(true);
   const started = performance.now();
@@ -147,7 +172,8 @@ function showModelInfo(info) {
     ['Vocabulary', `${m.vocab.toLocaleString('en')} tokens`],
     ['Context', `${m.maxSeq.toLocaleString('en')} tokens`],
     ['GPU memory', `${megabytes(info.gpuMemory.weights)} weights, `
-      + `${megabytes(info.gpuMemory.kvCache)} KV cache`],
+      + `${megabytes(info.gpuMemory.kvCache)} KV cache, `
+      + `${megabytes(info.gpuMemory.total)} in ${info.gpuMemory.buffers} buffers`],
     ['Adapter', adapterName(info.adapter)
       + (info.adapter.isFallbackAdapter ? ' (fallback adapter)' : '')],
   ];
@@ -218,7 +244,8 @@ async function send() {
     showContext(engine.info());
   } catch (e) {
     answer.classList.add('failed');
-    showError(e);
+    if (e?.name === 'GpuError') offerReload(e);
+    else showError(e);
   } finally {
     answer.classList.remove('streaming');
     if (state.generating === controller) state.generating = null;
@@ -399,6 +426,13 @@ function wire() {
     if (!$('model-file').disabled) loadModel(file, file.name);
   });
 }
+
+// The loaded engine, for the console and for tests: `gqaDemo.engine.info()`.
+window.gqaDemo = {
+  get engine() {
+    return state.engine;
+  },
+};
 
 async function main() {
   const fromQuery = new URLSearchParams(location.search).get('model');

@@ -2,7 +2,8 @@
 // worker (gqa-worker.js), or on the page itself when Engine.load gets worker: false;
 // both speak the same messages, so both paths behave alike.
 //
-// In:  {type: 'load' | 'generate' | 'chat' | 'info' | 'reset' | 'dispose', id, ...}
+// In:  {type: 'load' | 'generate' | 'chat' | 'info' | 'reset' | 'lose-device' | 'dispose',
+//       id, ...}
 //      {type: 'abort', id}: stops request `id` at its next token.
 // Out: {type: 'progress', id, phase, loaded, total, fraction, cached}
 //      {type: 'token', id, token: {id, text}}
@@ -96,6 +97,9 @@ export class Host {
       case 'reset':
         this.requireEngine().reset();
         return { info: this.info() };
+      case 'lose-device':
+        this.requireEngine().loseDevice();
+        return {};
       case 'dispose':
         this.engine?.free();
         this.engine = null;

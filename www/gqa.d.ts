@@ -78,6 +78,8 @@ export interface SamplingOptions {
   repetitionPenalty?: number;
   /** Makes sampling repeatable: the same seed, prompt and options give the same text. */
   seed?: number;
+  /** Go on past end-of-generation tokens until `maxTokens` (benchmarks, soak tests). */
+  ignoreEos?: boolean;
 }
 
 export interface GenerateOptions extends SamplingOptions {
@@ -158,8 +160,12 @@ export interface EngineInfo {
     /** In bytes. */
     maxBufferSize: number;
   };
-  /** In bytes. */
-  gpuMemory: { weights: number; kvCache: number };
+  /**
+   * In bytes: the weights, the KV cache, and every GPU buffer the engine holds
+   * (`buffers` of them, `total` bytes, scratch and staging included), counted by
+   * the engine's allocation registry. Flat across calls: nothing is allocated per token.
+   */
+  gpuMemory: { weights: number; kvCache: number; buffers: number; total: number };
   /** Tokens in the KV cache now. */
   contextUsed: number;
 }
@@ -208,6 +214,13 @@ export class Engine {
 
   /** Forgets the conversation (empties the KV cache). */
   reset(): Promise<void>;
+
+  /**
+   * Destroys this engine's GPU device, as a driver reset would: later calls reject
+   * with an Error named `GpuError`. For testing recovery: load the model again into
+   * a new Engine (the Cache API keeps the file, so nothing downloads again).
+   */
+  loseDevice(): Promise<void>;
 
   /**
    * Stops a running generation, rejects queued calls, frees the GPU memory and ends

@@ -13,7 +13,7 @@ export { clearCache, CACHE_NAME } from './gqa-source.js';
 
 const LOAD_OPTIONS = ['onProgress', 'maxContext', 'signal', 'sha256', 'worker'];
 const SAMPLING_OPTIONS = [
-  'maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'seed',
+  'maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'seed', 'ignoreEos',
 ];
 const CALL_OPTIONS = ['onToken', 'signal'];
 
@@ -105,6 +105,15 @@ export class Engine {
       const { info } = await this.#request({ type: 'reset' });
       this.#info = info;
     });
+  }
+
+  /**
+   * Destroys this engine's GPU device, as a driver reset or a crashed GPU process
+   * would: later calls reject with an error named `GpuError`. For testing how an
+   * app recovers (by loading the model again into a new Engine).
+   */
+  loseDevice() {
+    return this.#enqueue(() => this.#request({ type: 'lose-device' }).then(() => {}));
   }
 
   /**
@@ -240,7 +249,14 @@ class Channel {
       case 'error': {
         this.#pending.delete(message.id);
         const { name, message: text } = message.error;
-        pending.reject(name === 'AbortError' ? new DOMException(text, name) : new Error(text));
+        if (name === 'AbortError') {
+          pending.reject(new DOMException(text, name));
+        } else {
+          const error = new Error(text);
+          // 'GpuError' (a failing or lost GPU) tells apps to offer a reload
+          if (name !== 'Error') error.name = name;
+          pending.reject(error);
+        }
         break;
       }
       default:

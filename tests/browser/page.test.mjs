@@ -132,3 +132,41 @@ test('a load error naming a URL with markup shows it as text', async () => {
   assert.equal(await page.evaluate(() => document.querySelectorAll('img').length), 0);
   await page.close();
 });
+
+test('after the GPU device is lost the page says so and loads the model again',
+  { timeout: 300_000 }, async () => {
+    const page = await openPage(browser.context, server.url);
+    const ask = async (prompt) => {
+      const answers = await page.$$('.message.assistant');
+      await page.fill('#prompt', prompt);
+      await page.click('#send');
+      await page.waitForFunction((n) => {
+        const all = document.querySelectorAll('.message.assistant .text');
+        return all.length > n && !all[n].classList.contains('streaming');
+      }, answers.length, { timeout: 120_000 });
+      return page.$eval('.message.assistant:last-child .text',
+        (text) => text.classList.contains('failed'));
+    };
+    await page.fill('#model-url', TINY_MODEL_PATH);
+    await page.click('#load');
+    await page.waitForSelector('#send:not([disabled])', { timeout: 180_000 });
+    await page.fill('#max-tokens', '3');
+    assert.equal(await ask('abc'), false);
+    const buffers = await page.evaluate(() => window.gqaDemo.engine.info().gpuMemory.buffers);
+
+    await page.evaluate(() => window.gqaDemo.engine.loseDevice());
+    assert.equal(await ask('abc'), true, 'the answer after the loss is marked failed');
+    const error = await page.textContent('#errors li span');
+    assert.match(error, /GPU device was lost/);
+
+    await page.click('#errors li button.action');
+    // the new engine starts a new conversation: the old answers go
+    await page.waitForFunction(() => !document.querySelector('.message.assistant')
+      && !document.querySelector('#send').disabled, null, { timeout: 180_000 });
+    assert.match(await page.textContent('#load-status'), /is ready/);
+    assert.equal(await ask('abc'), false, 'the model answers again after the reload');
+    assert.deepEqual(await page.$$eval('#errors li', (items) => items.length), 0);
+    const after = await page.evaluate(() => window.gqaDemo.engine.info().gpuMemory.buffers);
+    assert.equal(after, buffers, 'the new engine holds as many buffers as the first');
+    await page.close();
+  });
