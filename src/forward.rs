@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use bytemuck::bytes_of;
 
 use crate::gguf::GgufFile;
-use crate::gpu::kernels::{Grid, Kernels};
+use crate::gpu::kernels::{Grid, Kernel, Kernels, ATTENTION_WEIGHTS_MAX_DIM};
 use crate::gpu::uniforms::{self, Step};
 use crate::gpu::{GpuBuffer, GpuContext, GpuError};
 use crate::kv_cache::KvCache;
@@ -72,6 +72,10 @@ pub struct StepOutput {
     /// With [`Output::TopK`]: `(id, logit)`, the largest logit first (the lower
     /// id first among equal logits).
     pub candidates: Vec<(u32, f32)>,
+    /// With attention capture on ([`Model::set_attention_capture`]): the softmax
+    /// weights of the last token run, `[n_layer, n_head, context]` with `context`
+    /// the positions it sees ([`Model::len`] after the call). Empty otherwise.
+    pub attention: Vec<f32>,
 }
 
 /// What one forward call cost, counted as it was recorded.
@@ -107,6 +111,8 @@ pub enum ForwardError {
     Candidates { k: usize, max: usize },
     #[error("the logits are not finite numbers: the GPU produced NaN or infinity")]
     NotFinite,
+    #[error("attention weights cannot be captured: {0}")]
+    Capture(String),
     #[error(transparent)]
     Gpu(#[from] GpuError),
 }
@@ -156,6 +162,14 @@ struct Binds {
     topk: wgpu::BindGroup,
 }
 
+/// What attention capture adds, made on its first request and kept after.
+struct Capture {
+    kernel: Kernel,
+    weights: wgpu::Buffer, // [n_layer, n_head, context] f32, context <= max_seq
+    staging: wgpu::Buffer,
+    layers: Vec<wgpu::BindGroup>,
+}
+
 struct LayerBinds {
     attn_norm: wgpu::BindGroup,
     kv_append: wgpu::BindGroup,
@@ -176,6 +190,9 @@ pub struct Model {
     /// (heads per workgroup, workgroups per KV head) of the attention kernel
     attention_split: (u32, u32),
     last_step: StepStats,
+    /// Made on the first [`Model::set_attention_capture`]`(true)`.
+    capture: Option<Capture>,
+    capture_on: bool,
 }
 
 /// (cos, sin) of `pos * base^(-2i / head_dim)` for every position and pair,
@@ -266,6 +283,8 @@ impl Model {
             block,
             attention_split,
             last_step: StepStats::default(),
+            capture: None,
+            capture_on: false,
         })
     }
 
@@ -305,6 +324,73 @@ impl Model {
     /// What the last [`Model::forward`] call recorded and read back.
     pub fn last_step(&self) -> StepStats {
         self.last_step
+    }
+
+    /// Turns attention capture on or off. While on, each forward call also
+    /// computes the softmax weights of its last token for every layer and query
+    /// head (one more dispatch per layer) and reads them back in
+    /// [`StepOutput::attention`]. Its kernel and buffers are made the first time
+    /// it is turned on; while off, the forward pass records nothing more.
+    pub fn set_attention_capture(&mut self, on: bool) -> Result<(), ForwardError> {
+        if on && self.capture.is_none() {
+            self.capture = Some(self.make_capture()?);
+        }
+        self.capture_on = on;
+        Ok(())
+    }
+
+    /// Whether forward calls capture attention weights.
+    pub fn attention_capture(&self) -> bool {
+        self.capture_on
+    }
+
+    fn make_capture(&self) -> Result<Capture, ForwardError> {
+        let c = &self.config;
+        if c.head_dim > ATTENTION_WEIGHTS_MAX_DIM as usize {
+            return Err(ForwardError::Capture(format!(
+                "heads of {} elements are over the {ATTENTION_WEIGHTS_MAX_DIM} its kernel holds",
+                c.head_dim
+            )));
+        }
+        let bytes = (c.n_layer * c.n_head * c.max_seq * 4) as u64;
+        if bytes > self.ctx.max_binding_bytes() {
+            return Err(ForwardError::Capture(format!(
+                "{bytes} bytes for {} positions are over the {}-byte binding limit of this \
+                 GPU: ask for a shorter context",
+                c.max_seq,
+                self.ctx.max_binding_bytes()
+            )));
+        }
+        let kernel = self.kernels.attention_weights(&self.ctx);
+        let weights = self.ctx.storage("attention weights", bytes);
+        let staging = self.ctx.staging("attention weights staging", bytes);
+        let s = &self.scratch;
+        let layers = (0..c.n_layer)
+            .map(|l| {
+                let params = uniforms::AttentionWeights {
+                    n_head: c.n_head as u32,
+                    n_kv_head: c.n_kv_head as u32,
+                    head_dim: c.head_dim as u32,
+                    max_seq: c.max_seq as u32,
+                    layer: l as u32,
+                    scale: 1.0 / (c.head_dim as f32).sqrt(),
+                    _pad: [0; 2],
+                };
+                let label = format!("attention weights params, layer {l}");
+                let params = self.ctx.uniform_with(&label, bytes_of(&params));
+                kernel.bind(
+                    &self.ctx,
+                    &format!("layer {l}"),
+                    &[&s.step, &params, &s.q, &self.cache.k[l], &weights],
+                )
+            })
+            .collect();
+        Ok(Capture {
+            kernel,
+            weights,
+            staging,
+            layers,
+        })
     }
 
     /// Runs `tokens` at the next positions of the cache and reads back `output`
@@ -351,20 +437,25 @@ impl Model {
                 _ if last => Some(output),
                 _ => None,
             };
-            let part = self.run_block(block, wanted).await?;
+            // only the last token's weights are wanted: those of the last block
+            let capture = self.capture_on && last;
+            let part = self.run_block(block, wanted, capture).await?;
             result.token = part.token.or(result.token);
             result.logits.extend(part.logits);
             result.candidates = part.candidates;
+            result.attention = part.attention;
         }
         self.last_step.dispatches = self.kernels.dispatch_count() - dispatches_before;
         Ok(result)
     }
 
-    /// One submission: the tokens of `ids` (at most a block), and what to read back.
+    /// One submission: the tokens of `ids` (at most a block), and what to read
+    /// back; with `capture`, the attention weights of the block's last token too.
     async fn run_block(
         &mut self,
         ids: &[u32],
         output: Option<Output>,
+        capture: bool,
     ) -> Result<StepOutput, ForwardError> {
         let n = ids.len() as u32;
         let s = &self.scratch;
@@ -397,9 +488,18 @@ impl Model {
                 label: Some("forward"),
                 timestamp_writes: None,
             });
-            self.encode_layers(&mut pass, n);
+            self.encode_layers(&mut pass, n, capture);
             self.encode_output(&mut pass, n, output);
         }
+        let context = self.cache.len() + ids.len();
+        let capture_bytes = match (&self.capture, capture) {
+            (Some(cap), true) => {
+                let bytes = (self.config.n_layer * self.config.n_head * context * 4) as u64;
+                encoder.copy_buffer_to_buffer(&cap.weights, 0, &cap.staging, 0, bytes);
+                bytes
+            }
+            _ => 0,
+        };
         let vocab = self.config.vocab;
         let vocab_bytes = (vocab * 4) as u64;
         let read = match output {
@@ -426,7 +526,7 @@ impl Model {
         self.ctx.queue.submit([encoder.finish()]);
         self.cache.advance(ids.len());
         self.last_step.submissions += 1;
-        self.last_step.readback_bytes += read;
+        self.last_step.readback_bytes += read + capture_bytes;
 
         let mut out = StepOutput::default();
         match output {
@@ -461,11 +561,16 @@ impl Model {
                 out.logits = bytemuck::pod_collect_to_vec(&bytes);
             }
         }
+        if let (Some(cap), true) = (&self.capture, capture_bytes > 0) {
+            let bytes = self.ctx.read_staging(&cap.staging, capture_bytes).await?;
+            out.attention = bytemuck::pod_collect_to_vec(&bytes);
+        }
         Ok(out)
     }
 
-    /// Records the transformer blocks and the final norm for `n` tokens.
-    fn encode_layers(&self, pass: &mut wgpu::ComputePass, n: u32) {
+    /// Records the transformer blocks and the final norm for `n` tokens; with
+    /// `capture`, the attention weights of the last token of every layer too.
+    fn encode_layers(&self, pass: &mut wgpu::ComputePass, n: u32, capture: bool) {
         let (k, b, w, c) = (&self.kernels, &self.binds, &self.weights, &self.config);
         let (_, splits) = self.attention_split;
         let rows = |width: usize| k.elementwise_grid(n * width as u32);
@@ -473,7 +578,8 @@ impl Model {
         // token embeddings -> x
         w.token_embd.encode_embed(k, pass, &b.embed, n);
 
-        for (layer, lb) in w.layers.iter().zip(&b.layers) {
+        let capture = self.capture.as_ref().filter(|_| capture);
+        for (l, (layer, lb)) in w.layers.iter().zip(&b.layers).enumerate() {
             // attention: norm, project to q, k, v, rotate q and k
             k.rmsnorm.dispatch(pass, &[&lb.attn_norm], Grid::new(n, 1));
             layer.wq.encode_product(k, pass, &b.q, n);
@@ -487,6 +593,11 @@ impl Model {
                 .dispatch(pass, &[&lb.kv_append], rows(c.kv_dim()));
             let groups = Grid::new(c.n_kv_head as u32 * splits, n);
             k.attention.dispatch(pass, &[&lb.attention], groups);
+            if let Some(cap) = capture {
+                // q still holds this layer's queries: the explainer's weights
+                let heads = Grid::new(c.n_head as u32, 1);
+                cap.kernel.dispatch(pass, &[&cap.layers[l]], heads);
+            }
             layer.wo.encode_product(k, pass, &b.o, n);
             k.add.dispatch(pass, &[&b.residual], rows(c.n_embd));
 

@@ -132,6 +132,34 @@ pub fn attention(
     out
 }
 
+/// The softmax weights of the last token of `q` (`[tokens, n_head, head_dim]`,
+/// token `t` at position `pos0 + t`) over the keys it sees: `[n_head, n_keys]`
+/// with `n_keys = pos0 + tokens`. What the attention explainer shows.
+pub fn attention_weights(q: &[f32], k_cache: &[f32], s: AttentionShape, pos0: usize) -> Vec<f32> {
+    let hd = s.head_dim;
+    let group = s.n_head / s.n_kv_head;
+    let scale = 1.0 / (hd as f64).sqrt();
+    let tokens = q.len() / (s.n_head * hd);
+    if tokens == 0 {
+        return Vec::new();
+    }
+    let n_keys = pos0 + tokens;
+    let q_last = &q[(tokens - 1) * s.n_head * hd..];
+    let mut out = Vec::with_capacity(s.n_head * n_keys);
+    for h in 0..s.n_head {
+        let kv = h / group;
+        let qh = &q_last[h * hd..(h + 1) * hd];
+        let at = |j: usize| (kv * s.max_seq + j) * hd;
+        let scores: Vec<f64> = (0..n_keys)
+            .map(|j| dot(qh, &k_cache[at(j)..at(j) + hd]) * scale)
+            .collect();
+        let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let total: f64 = scores.iter().map(|s| (s - max).exp()).sum();
+        out.extend(scores.iter().map(|s| ((s - max).exp() / total) as f32));
+    }
+    out
+}
+
 /// `silu(gate) * up`, element by element.
 pub fn swiglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
     gate.iter()
@@ -252,7 +280,14 @@ impl CpuModel {
     /// The logits of every position for a sequence starting at position 0:
     /// `[tokens.len(), vocab]`.
     pub fn forward(&self, tokens: &[u32]) -> Vec<f32> {
+        self.forward_with_attention(tokens).0
+    }
+
+    /// [`CpuModel::forward`], and the softmax weights of the last token in every
+    /// layer: `[n_layer, n_head, tokens.len()]`.
+    pub fn forward_with_attention(&self, tokens: &[u32]) -> (Vec<f32>, Vec<f32>) {
         let c = &self.config;
+        let mut weights = Vec::with_capacity(c.n_layer * c.n_head * tokens.len());
         let shape = AttentionShape {
             n_head: c.n_head,
             n_kv_head: c.n_kv_head,
@@ -270,6 +305,7 @@ impl CpuModel {
             rope(&mut k, c.head_dim, 0, c.rope_base, c.rope_neox, c.n_kv_head);
             let (k_cache, v_cache) = (to_cache(&k, shape), to_cache(&v, shape));
             let att = attention(&q, &k_cache, &v_cache, shape, 0);
+            weights.extend(attention_weights(&q, &k_cache, shape, 0));
             x = add(&x, &matmul(&layer.wo, &att));
 
             // feed-forward
@@ -278,7 +314,8 @@ impl CpuModel {
             let up = matmul(&layer.w_up, &h);
             x = add(&x, &matmul(&layer.w_down, &swiglu(&gate, &up)));
         }
-        matmul(&self.output, &rmsnorm(&x, &self.output_norm, c.rms_eps))
+        let logits = matmul(&self.output, &rmsnorm(&x, &self.output_norm, c.rms_eps));
+        (logits, weights)
     }
 }
 

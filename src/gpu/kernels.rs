@@ -32,6 +32,10 @@ pub const SOURCES: &[(&str, &str)] = &[
         "attention.wgsl",
         include_str!("../../shaders/attention.wgsl"),
     ),
+    (
+        "attention_weights.wgsl",
+        include_str!("../../shaders/attention_weights.wgsl"),
+    ),
     ("swiglu.wgsl", include_str!("../../shaders/swiglu.wgsl")),
     ("add.wgsl", include_str!("../../shaders/add.wgsl")),
     ("argmax.wgsl", include_str!("../../shaders/argmax.wgsl")),
@@ -63,6 +67,8 @@ pub const MATMUL_TOKENS: u32 = 8;
 /// Limits of attention.wgsl's workgroup memory.
 pub const ATTENTION_MAX_HEADS: u32 = 16;
 pub const ATTENTION_MAX_Q: u32 = 1024;
+/// The largest head attention_weights.wgsl holds in workgroup memory.
+pub const ATTENTION_WEIGHTS_MAX_DIM: u32 = 256;
 
 /// One compiled kernel and the layout of its group-0 bindings.
 pub struct Kernel {
@@ -239,6 +245,24 @@ impl Kernels {
     /// Dispatches recorded by these kernels since they were compiled.
     pub fn dispatch_count(&self) -> u64 {
         self.dispatches.load(Ordering::Relaxed)
+    }
+
+    /// Compiles attention_weights.wgsl, which only the attention explainer uses: it
+    /// is built on the first request, so a model that never shows its attention
+    /// compiles nothing more. Its dispatches count with the others.
+    pub fn attention_weights(&self, ctx: &GpuContext) -> Kernel {
+        let mut builder = Builder {
+            ctx,
+            layouts: HashMap::new(),
+            dispatches: Arc::clone(&self.dispatches),
+        };
+        builder.kernel(
+            "attention_weights",
+            "attention_weights.wgsl",
+            &[Uniform, Uniform, Read, Read, Write],
+            None,
+            &[],
+        )
     }
 
     /// Workgroups for `invocations` invocations of a 64-wide element-wise kernel.

@@ -73,6 +73,19 @@ pub struct Attention {
     pub _pad: u32,
 }
 
+/// `Params` of attention_weights.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct AttentionWeights {
+    pub n_head: u32,
+    pub n_kv_head: u32,
+    pub head_dim: u32,
+    pub max_seq: u32, // positions the cache holds
+    pub layer: u32,   // the layer whose rows of the capture buffer are written
+    pub scale: f32,   // 1 / sqrt(head_dim)
+    pub _pad: [u32; 2],
+}
+
 /// `Params` of the element-wise kernels (swiglu, add) and argmax.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
