@@ -68,6 +68,8 @@ pub struct GenerateOptions {
     pub top_logits: usize,
     /// Go on past end-of-generation tokens (for benchmarks and soak tests).
     pub ignore_eos: bool,
+    /// Capture the attention weights of each step (see [`Engine::generate_observed`]).
+    pub attention: bool,
 }
 
 impl Default for GenerateOptions {
@@ -77,7 +79,29 @@ impl Default for GenerateOptions {
             sampling: SamplingParams::default(),
             top_logits: 0,
             ignore_eos: false,
+            attention: false,
         }
+    }
+}
+
+/// The attention of one step: how the newest token of the context weighed every
+/// token of it, in every layer and query head. These are the weights whose output
+/// chose the token generated next.
+#[derive(Clone, Copy)]
+pub struct AttentionStep<'a> {
+    /// The ids of the context, position by position; the last is the newest.
+    pub context: &'a [u32],
+    /// `[n_layer, n_head, context.len()]`: each head's softmax weights, summing to 1.
+    pub weights: &'a [f32],
+    tokenizer: &'a Tokenizer,
+}
+
+impl AttentionStep<'_> {
+    /// The text of the token at `position` of the context, on its own: bytes of
+    /// a character split across tokens show as U+FFFD.
+    pub fn token_text(&self, position: usize) -> String {
+        let id = self.context.get(position).copied().unwrap_or(u32::MAX);
+        String::from_utf8_lossy(self.tokenizer.token_bytes(id)).into_owned()
     }
 }
 
@@ -183,7 +207,21 @@ impl Engine {
         &mut self,
         prompt: &[u32],
         options: &GenerateOptions,
+        on_token: impl FnMut(u32, &str) -> bool,
+    ) -> Result<Generation, EngineError> {
+        self.generate_observed(prompt, options, on_token, |_| {})
+            .await
+    }
+
+    /// [`Engine::generate`], and with [`GenerateOptions::attention`], calls
+    /// `on_attention` after each forward step, before `on_token` for the token
+    /// that step chose.
+    pub async fn generate_observed(
+        &mut self,
+        prompt: &[u32],
+        options: &GenerateOptions,
         mut on_token: impl FnMut(u32, &str) -> bool,
+        mut on_attention: impl FnMut(&AttentionStep),
     ) -> Result<Generation, EngineError> {
         options.sampling.validate()?;
         if prompt.is_empty() {
@@ -207,6 +245,7 @@ impl Engine {
         let shared = shared.min(prompt.len() - 1);
         self.model.truncate(shared);
         self.cached.truncate(shared);
+        self.model.set_attention_capture(options.attention)?;
 
         let output = if options.sampling.is_plain_greedy() && options.top_logits == 0 {
             Output::Argmax
@@ -235,6 +274,13 @@ impl Engine {
         let decode_start = clock::now();
         let mut decode_steps = 0;
         while generation.tokens.len() < options.max_tokens {
+            if options.attention {
+                on_attention(&AttentionStep {
+                    context: &self.cached,
+                    weights: &out.attention,
+                    tokenizer: &self.tokenizer,
+                });
+            }
             let id = match out.token {
                 Some(id) => id,
                 None => sampler.sample(&out.candidates, &history)?,

@@ -21,7 +21,9 @@ pub mod tokenizer;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 
-pub use engine::{Engine, EngineError, FinishReason, GenerateOptions, Generation};
+pub use engine::{
+    AttentionStep, Engine, EngineError, FinishReason, GenerateOptions, Generation,
+};
 pub use forward::{
     ForwardError, LoadOptions, LoadPhase, Model, Output, StepOutput, StepStats, MAX_CANDIDATES,
 };

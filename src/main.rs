@@ -244,6 +244,7 @@ fn generate(args: GenerateArgs) -> Result<(), Failure> {
         sampling,
         top_logits: args.top_logits,
         ignore_eos: args.ignore_eos,
+        attention: false,
     };
 
     let mut stdout = std::io::stdout().lock();

@@ -14,8 +14,8 @@ use crate::gguf::{GgufError, GgufFile};
 use crate::model::{MemoryPlan, ModelConfig};
 use crate::sampler::SamplingParams;
 use crate::{
-    ContextOptions, Engine, EngineError, ForwardError, GenerateOptions, Generation, GpuContext,
-    LoadOptions,
+    AttentionStep, ContextOptions, Engine, EngineError, ForwardError, GenerateOptions, Generation,
+    GpuContext, LoadOptions,
 };
 
 #[wasm_bindgen(start)]
@@ -37,6 +37,8 @@ struct JsOptions {
     repetition_penalty: Option<f32>,
     seed: Option<f64>,
     ignore_eos: bool,
+    /// Capture each step's attention weights for the `on_attention` callback.
+    attention: Option<bool>,
 }
 
 impl JsOptions {
@@ -60,6 +62,7 @@ impl JsOptions {
             sampling,
             top_logits: 0,
             ignore_eos: self.ignore_eos,
+            attention: self.attention.unwrap_or(false),
         }
     }
 }
@@ -183,18 +186,21 @@ impl WasmEngine {
     }
 
     /// Generates from raw text. Resolves to `{tokens, text, finishReason,
-    /// promptTokens, stats}`; `on_token(id, text)` returning false stops it.
+    /// promptTokens, stats}`; `on_token(id, text)` returning false stops it. With
+    /// the option `attention: true`, `on_attention(step)` gets each step's weights
+    /// before the token they chose (see `attention_event`).
     pub fn generate(
         &self,
         prompt: String,
         options: JsValue,
         on_token: js_sys::Function,
+        on_attention: Option<js_sys::Function>,
     ) -> js_sys::Promise {
         let inner = Rc::clone(&self.inner);
         wasm_bindgen_futures::future_to_promise(async move {
             let mut loaded = inner.try_borrow_mut().map_err(|_| busy())?;
             let ids = loaded.engine.encode(&prompt, false);
-            run(&mut loaded.engine, &ids, options, on_token).await
+            run(&mut loaded.engine, &ids, options, on_token, on_attention).await
         })
     }
 
@@ -205,6 +211,7 @@ impl WasmEngine {
         messages: JsValue,
         options: JsValue,
         on_token: js_sys::Function,
+        on_attention: Option<js_sys::Function>,
     ) -> js_sys::Promise {
         let inner = Rc::clone(&self.inner);
         wasm_bindgen_futures::future_to_promise(async move {
@@ -216,7 +223,7 @@ impl WasmEngine {
                 .chat_prompt(&messages)
                 .map_err(|e| error(&e.to_string()))?;
             let ids = loaded.engine.encode(&text, true);
-            run(&mut loaded.engine, &ids, options, on_token).await
+            run(&mut loaded.engine, &ids, options, on_token, on_attention).await
         })
     }
 
@@ -288,23 +295,65 @@ async fn run(
     prompt: &[u32],
     options: JsValue,
     on_token: js_sys::Function,
+    on_attention: Option<js_sys::Function>,
 ) -> Result<JsValue, JsValue> {
     let options: JsOptions = if options.is_undefined() || options.is_null() {
         JsOptions::default()
     } else {
         serde_wasm_bindgen::from_value(options).map_err(|e| error(&format!("options: {e}")))?
     };
+    let config = engine.config().clone();
+    let attention_failed: RefCell<Option<JsValue>> = RefCell::new(None);
     let generation = engine
-        .generate(prompt, &options.to_options(), |id, text| {
-            let keep_going = on_token.call2(&JsValue::NULL, &id.into(), &text.into());
-            // a callback that throws stops generation, like one that returns false
-            keep_going
-                .map(|v| v.as_bool() != Some(false))
-                .unwrap_or(false)
-        })
+        .generate_observed(
+            prompt,
+            &options.to_options(),
+            |id, text| {
+                if attention_failed.borrow().is_some() {
+                    return false;
+                }
+                let keep_going = on_token.call2(&JsValue::NULL, &id.into(), &text.into());
+                // a callback that throws stops generation, like one that returns false
+                keep_going
+                    .map(|v| v.as_bool() != Some(false))
+                    .unwrap_or(false)
+            },
+            |step| {
+                let Some(callback) = &on_attention else {
+                    return;
+                };
+                let event = attention_event(&config, &step);
+                if let Err(e) = event.and_then(|e| callback.call1(&JsValue::NULL, &e)) {
+                    // stops at the next token, and the call fails with this error
+                    attention_failed.borrow_mut().get_or_insert(e);
+                }
+            },
+        )
         .await
         .map_err(|e| engine_error(&e))?;
+    if let Some(e) = attention_failed.into_inner() {
+        return Err(e);
+    }
     to_js(&JsGeneration::from(generation)).map_err(JsValue::from)
+}
+
+/// `{nLayer, nHead, nKvHead, context, tokens, texts, weights}`: the ids of the
+/// context and each one's text, and the weights `[nLayer, nHead, context]` as a
+/// Float32Array of its own (a copy, so the worker can transfer it).
+fn attention_event(config: &ModelConfig, step: &AttentionStep) -> Result<JsValue, JsValue> {
+    let event = js_sys::Object::new();
+    let set = |key: &str, value: &JsValue| js_sys::Reflect::set(&event, &key.into(), value);
+    let texts: js_sys::Array = (0..step.context.len())
+        .map(|i| JsValue::from(step.token_text(i)))
+        .collect();
+    set("nLayer", &(config.n_layer as u32).into())?;
+    set("nHead", &(config.n_head as u32).into())?;
+    set("nKvHead", &(config.n_kv_head as u32).into())?;
+    set("context", &(step.context.len() as u32).into())?;
+    set("tokens", &js_sys::Uint32Array::from(step.context).into())?;
+    set("texts", &texts.into())?;
+    set("weights", &js_sys::Float32Array::from(step.weights).into())?;
+    Ok(event.into())
 }
 
 /// Reads a GGUF header from the first bytes of a file: `{complete: false,

@@ -3,7 +3,10 @@
 
 mod common;
 
+use common::assert_close;
 use gqa_webgpu::chat::Message;
+use gqa_webgpu::gguf::GgufFile;
+use gqa_webgpu::reference::CpuModel;
 use gqa_webgpu::synthetic::SyntheticSpec;
 use gqa_webgpu::{Engine, FinishReason, GenerateOptions, LoadOptions};
 
@@ -83,6 +86,61 @@ fn generation_ends_with_length_at_the_end_of_the_context() {
     );
 }
 
+/// The CPU reference's attention weights of the last token of `context`:
+/// `[n_layer, n_head, context.len()]`.
+fn reference_attention(context: &[u32]) -> Vec<f32> {
+    let bytes = SyntheticSpec::tiny_with_tokenizer().to_gguf();
+    let file = GgufFile::parse(&bytes, bytes.len() as u64).unwrap();
+    let cpu = CpuModel::from_gguf(&file, &bytes, Some(64)).unwrap();
+    cpu.forward_with_attention(context).1
+}
+
+#[test]
+fn attention_comes_before_each_token_it_chose_and_equals_the_reference() {
+    let mut engine = engine();
+    let prompt = engine.encode("GQA", false);
+    let options = GenerateOptions {
+        attention: true,
+        ..greedy(3)
+    };
+    let order = std::cell::RefCell::new(Vec::new());
+    let mut steps: Vec<(Vec<u32>, Vec<f32>)> = Vec::new();
+
+    let out = pollster::block_on(engine.generate_observed(
+        &prompt,
+        &options,
+        |id, _| {
+            order.borrow_mut().push(format!("token {id}"));
+            true
+        },
+        |step| {
+            order.borrow_mut().push(format!("attention over {}", step.context.len()));
+            steps.push((step.context.to_vec(), step.weights.to_vec()));
+        },
+    ))
+    .unwrap();
+    let plain = pollster::block_on(engine.generate(&prompt, &greedy(3), |_, _| true)).unwrap();
+
+    let n = prompt.len();
+    let t = &out.tokens;
+    let expected_order = [
+        format!("attention over {n}"),
+        format!("token {}", t[0]),
+        format!("attention over {}", n + 1),
+        format!("token {}", t[1]),
+        format!("attention over {}", n + 2),
+        format!("token {}", t[2]),
+    ];
+    assert_eq!(order.into_inner(), expected_order);
+    assert_eq!(out.tokens, plain.tokens, "capture changes no token");
+    for (context, weights) in &steps {
+        assert_eq!(&context[..n], &prompt[..]);
+        assert_eq!(&context[n..], &t[..context.len() - n]);
+        let what = format!("engine attention over {}", context.len());
+        assert_close(&what, weights, &reference_attention(context), 1e-5, 1e-4);
+    }
+}
+
 /// Writes the tiny model and its native greedy tokens for the browser tests
 /// (tests/browser), which must produce the same ids through WebAssembly.
 #[test]
@@ -97,12 +155,21 @@ fn write_browser_fixtures() {
     let out = pollster::block_on(engine.generate(&prompt, &greedy(8), |_, _| true)).unwrap();
 
     assert!(!out.tokens.is_empty());
+    let config = engine.config();
+    let attention = serde_json::json!({
+        "nLayer": config.n_layer,
+        "nHead": config.n_head,
+        "nKvHead": config.n_kv_head,
+        // the prompt's last token over the prompt, as the CPU reference weighs it
+        "weights": reference_attention(&prompt),
+    });
     let expected = serde_json::json!({
         "prompt": prompt_text,
         "promptTokens": out.prompt_tokens,
         "tokens": out.tokens,
         "maxTokens": 8,
         "maxContext": 64,
+        "attention": attention,
     });
     std::fs::write(dir.join("tiny.gguf"), bytes).unwrap();
     std::fs::write(dir.join("tiny.json"), expected.to_string()).unwrap();

@@ -7,6 +7,9 @@
 //      {type: 'abort', id}: stops request `id` at its next token.
 // Out: {type: 'progress', id, phase, loaded, total, fraction, cached}
 //      {type: 'token', id, token: {id, text}}
+//      {type: 'attention', id, attention: {nLayer, nHead, nKvHead, context, tokens,
+//        texts, weights}}: with options.attention, before the token it chose;
+//        `tokens` (Uint32Array) and `weights` (Float32Array) are transferred.
 //      {type: 'done', id, result, info}
 //      {type: 'error', id, error: {name, message}}
 
@@ -151,9 +154,17 @@ export class Host {
       // Abort messages arrive between tokens: the engine awaits the GPU for each.
       return !signal.aborted;
     };
+    const onAttention = options?.attention ? (step) => {
+      const attention = {
+        nLayer: step.nLayer, nHead: step.nHead, nKvHead: step.nKvHead, context: step.context,
+        tokens: step.tokens, texts: step.texts, weights: step.weights,
+      };
+      this.post({ type: 'attention', id, attention },
+        [attention.tokens.buffer, attention.weights.buffer]);
+    } : undefined;
     const result = type === 'chat'
-      ? await engine.chat(messages, options, onToken)
-      : await engine.generate(prompt, options, onToken);
+      ? await engine.chat(messages, options, onToken, onAttention)
+      : await engine.generate(prompt, options, onToken, onAttention);
     return { result: toPlain(result), info: this.info() };
   }
 

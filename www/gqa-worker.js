@@ -3,7 +3,7 @@
 
 import { Host } from './gqa-host.js';
 
-const host = new Host((message) => self.postMessage(message));
+const host = new Host((message, transfer = []) => self.postMessage(message, transfer));
 
 self.addEventListener('message', (event) => host.handle(event.data));
 

@@ -82,10 +82,40 @@ export interface SamplingOptions {
   ignoreEos?: boolean;
 }
 
+/**
+ * How the newest token of the context weighed every token of it, in every layer and
+ * query head: the attention that chose the next token.
+ */
+export interface AttentionMap {
+  nLayer: number;
+  /** Query heads; head `h` shares key/value head `Math.floor(h / (nHead / nKvHead))`. */
+  nHead: number;
+  nKvHead: number;
+  /** Tokens in the context; the last is the newest. */
+  context: number;
+  /** The context's token ids, position by position. */
+  tokens: Uint32Array;
+  /** Each context token's own text (a character split across tokens shows as U+FFFD). */
+  texts: string[];
+  /**
+   * `[nLayer, nHead, context]` softmax weights: head `h` of layer `l` weighs token `j`
+   * with `weights[(l * nHead + h) * context + j]`; each head's weights sum to 1.
+   */
+  weights: Float32Array;
+}
+
 export interface GenerateOptions extends SamplingOptions {
   /** Called for every generated token as it is made. If it throws, generation stops
    * and the call rejects with that error. */
   onToken?: (token: Token) => void;
+  /**
+   * Shows the model's attention: called after each step of the model (the prompt,
+   * then each generated token fed back), before `onToken` for the token that step
+   * chose. The weights are computed and read back only when this is given, at
+   * `nLayer * nHead * context` floats a step. If it throws, generation stops and the
+   * call rejects with that error.
+   */
+  onAttention?: (attention: AttentionMap) => void;
   /**
    * Stops generation at the next token: the call then resolves with what was made and
    * `finishReason: 'abort'`. A prompt's prefill cannot be cut short.

@@ -15,7 +15,7 @@ const LOAD_OPTIONS = ['onProgress', 'maxContext', 'signal', 'sha256', 'worker'];
 const SAMPLING_OPTIONS = [
   'maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'seed', 'ignoreEos',
 ];
-const CALL_OPTIONS = ['onToken', 'signal'];
+const CALL_OPTIONS = ['onToken', 'onAttention', 'signal'];
 
 // Engine's constructor is private: an Engine exists only once a model is loaded.
 const CONSTRUCT = Symbol('construct');
@@ -143,11 +143,13 @@ export class Engine {
     } catch (e) {
       return Promise.reject(e);
     }
-    const { onToken, signal } = options;
+    const { onToken, onAttention, signal } = options;
     const sampling = {};
     for (const key of SAMPLING_OPTIONS) {
       if (options[key] !== undefined) sampling[key] = options[key];
     }
+    // Weights are computed and read back only for a caller who takes them.
+    if (onAttention) sampling.attention = true;
 
     return this.#enqueue(async () => {
       if (signal?.aborted) return abortedBeforeStart();
@@ -155,10 +157,10 @@ export class Engine {
       const abort = () => this.#channel.send({ type: 'abort', id });
       signal?.addEventListener('abort', abort, { once: true });
       let callbackError = null;
-      const onEvent = (token) => {
-        if (callbackError || !onToken) return;
+      const guarded = (callback) => (event) => {
+        if (callbackError || !callback) return;
         try {
-          onToken(token);
+          callback(event);
         } catch (e) {
           // A throwing callback ends the generation, and the call rejects with its error.
           callbackError = e;
@@ -167,7 +169,7 @@ export class Engine {
       };
       try {
         const { result, info } = await this.#request({ ...request, id, options: sampling },
-          { onToken: onEvent });
+          { onToken: guarded(onToken), onAttention: guarded(onAttention) });
         this.#info = info;
         if (callbackError) throw callbackError;
         return result;
@@ -216,10 +218,10 @@ class Channel {
     return this.#lastId;
   }
 
-  request(message, { onProgress, onToken, transfer } = {}) {
+  request(message, { onProgress, onToken, onAttention, transfer } = {}) {
     if (this.#failure) return Promise.reject(this.#failure);
     return new Promise((resolve, reject) => {
-      this.#pending.set(message.id, { resolve, reject, onProgress, onToken });
+      this.#pending.set(message.id, { resolve, reject, onProgress, onToken, onAttention });
       this.send(message, transfer);
     });
   }
@@ -241,6 +243,9 @@ class Channel {
       }
       case 'token':
         callSafely(pending.onToken, message.token);
+        break;
+      case 'attention':
+        callSafely(pending.onAttention, message.attention);
         break;
       case 'done':
         this.#pending.delete(message.id);
@@ -368,10 +373,11 @@ function checkSampling(options) {
   }
   for (const key of CALL_OPTIONS) {
     if (options[key] === undefined) continue;
-    const ok = key === 'onToken' ? typeof options[key] === 'function'
+    const isCallback = key !== 'signal';
+    const ok = isCallback ? typeof options[key] === 'function'
       : options[key] instanceof AbortSignal;
     if (!ok) {
-      throw new TypeError(`option ${key} must be ${key === 'onToken' ? 'a function'
+      throw new TypeError(`option ${key} must be ${isCallback ? 'a function'
         : 'an AbortSignal'}`);
     }
   }
