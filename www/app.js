@@ -1,6 +1,7 @@
 // The demo page: load a model (URL, file or drop), then chat with it.
 // Text from the user and the model only ever reaches the page as text nodes.
 
+import { AttentionView, drawKvBars } from './explainer.js';
 import { Engine, probeWebGPU } from './gqa.js';
 
 const DEFAULT_MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
@@ -21,6 +22,8 @@ const state = {
   loading: null, // AbortController of the load in progress
   generating: null, // AbortController of the generation in progress
   history: [], // the chat so far: [{role, content}]
+  model: null, // EngineInfo.model of the loaded model
+  attention: null, // the AttentionView of the explainer
 };
 
 // Errors nobody caught still reach the user, not only the console.
@@ -138,6 +141,8 @@ async function unloadModel() {
   state.engine = null;
   state.generating?.abort();
   $('model-info').hidden = true;
+  $('explainer').hidden = true;
+  state.model = null;
   updateButtons();
   await engine?.dispose();
 }
@@ -186,7 +191,26 @@ function showModelInfo(info) {
     return [dt, dd];
   }));
   list.hidden = false;
+  showExplainer(m);
   showContext(info);
+}
+
+// The attention explainer for a newly loaded model: its layers, an empty map.
+function showExplainer(model) {
+  state.model = model;
+  const select = $('attention-layer');
+  select.replaceChildren(...Array.from({ length: model.nLayer }, (_, l) => {
+    const option = document.createElement('option');
+    option.value = String(l);
+    option.textContent = `${l + 1} of ${model.nLayer}`;
+    return option;
+  }));
+  // a middle layer: the first ones mostly look at the first token
+  const layer = Math.floor(model.nLayer / 2);
+  select.value = String(layer);
+  state.attention.layer = layer;
+  state.attention.clear();
+  $('explainer').hidden = false;
 }
 
 // ---- generating ----
@@ -218,6 +242,12 @@ async function send() {
       scrollToEnd();
     },
   };
+  if ($('show-attention').checked) {
+    options.onAttention = (map) => {
+      state.attention.show(map);
+      if (state.model) drawKvBars($('kv-bars'), state.model, map.context);
+    };
+  }
 
   try {
     let result;
@@ -300,6 +330,7 @@ async function clearConversation() {
   note.className = 'empty';
   note.textContent = state.engine ? 'Ask the model something.' : 'Load a model first.';
   $('messages').replaceChildren(note);
+  state.attention?.clear();
   if (state.engine) {
     await state.engine.reset();
     showContext(state.engine.info());
@@ -314,6 +345,7 @@ function showStats({ prefillTokensPerS, decodeTokensPerS }) {
 function showContext(info) {
   $('stat-context').textContent = `${info.contextUsed.toLocaleString('en')} / `
     + `${info.model.maxSeq.toLocaleString('en')}`;
+  drawKvBars($('kv-bars'), info.model, info.contextUsed);
 }
 
 function updateButtons() {
@@ -357,6 +389,10 @@ function isGguf(file) {
 // ---- wiring ----
 
 function wire() {
+  state.attention = new AttentionView($('attention-canvas'), $('attention-tip'));
+  $('attention-layer').addEventListener('change', () => {
+    state.attention.layer = Number($('attention-layer').value);
+  });
   $('url-form').addEventListener('submit', (event) => {
     event.preventDefault();
     if (state.loading) {
