@@ -7,6 +7,7 @@ use bytemuck::bytes_of;
 
 use crate::gguf::GgufFile;
 use crate::gpu::kernels::{Grid, Kernel, Kernels, ATTENTION_WEIGHTS_MAX_DIM};
+use crate::gpu::timing::{Timestamps, MAX_TIMESTAMPS};
 use crate::gpu::uniforms::{self, Step};
 use crate::gpu::{GpuBuffer, GpuContext, GpuError};
 use crate::kv_cache::KvCache;
@@ -91,6 +92,31 @@ pub struct StepStats {
     pub readback_bytes: u64,
 }
 
+/// How [`Model::forward`] times its work on the GPU. Benchmarks and profiling
+/// only: ordinary generation leaves it off.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GpuTiming {
+    #[default]
+    Off,
+    /// Timestamps at the start and end of each submission's pass.
+    Pass,
+    /// Timestamps around every dispatch, labelled by kernel (native only:
+    /// needs `TIMESTAMP_QUERY_INSIDE_PASSES`).
+    Dispatch,
+}
+
+/// What the GPU's timestamps measured in the last forward call.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GpuTimes {
+    /// With [`GpuTiming::Pass`]: seconds of all passes added up. With
+    /// [`GpuTiming::Dispatch`]: of all timed dispatches added up.
+    pub seconds: f64,
+    /// With [`GpuTiming::Dispatch`]: each dispatch's kernel label and seconds.
+    pub dispatches: Vec<(String, f64)>,
+    /// Dispatches left untimed because the query set was full.
+    pub untimed: u64,
+}
+
 /// Why a forward call did not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
@@ -113,6 +139,8 @@ pub enum ForwardError {
     NotFinite,
     #[error("attention weights cannot be captured: {0}")]
     Capture(String),
+    #[error("this adapter cannot time {0}")]
+    TimingUnavailable(&'static str),
     #[error(transparent)]
     Gpu(#[from] GpuError),
 }
@@ -193,6 +221,9 @@ pub struct Model {
     /// Made on the first [`Model::set_attention_capture`]`(true)`.
     capture: Option<Capture>,
     capture_on: bool,
+    /// Benchmarks only: how forward calls are timed, and where.
+    timing: Option<(GpuTiming, Timestamps)>,
+    last_gpu: Option<GpuTimes>,
 }
 
 /// (cos, sin) of `pos * base^(-2i / head_dim)` for every position and pair,
@@ -285,6 +316,8 @@ impl Model {
             last_step: StepStats::default(),
             capture: None,
             capture_on: false,
+            timing: None,
+            last_gpu: None,
         })
     }
 
@@ -315,6 +348,71 @@ impl Model {
     /// Bytes of GPU memory: (weights, KV cache).
     pub fn gpu_bytes(&self) -> (u64, u64) {
         (self.weights.gpu_bytes(&self.config), self.cache.gpu_bytes())
+    }
+
+    /// Bytes of weights one decode step reads: every matrix and norm once, but
+    /// of an embedding table that is not also the output matrix only one row.
+    pub fn weight_bytes_per_token(&self) -> u64 {
+        let all = self.weights.gpu_bytes(&self.config);
+        match &self.weights.output {
+            Some(_) => {
+                let table = self.weights.token_embd.gpu_bytes();
+                all - table + table / self.config.vocab.max(1) as u64
+            }
+            None => all,
+        }
+    }
+
+    /// Bytes of GPU memory in activations, logits, staging buffers and the RoPE
+    /// table: everything the model holds besides weights and KV cache.
+    pub fn scratch_bytes(&self) -> u64 {
+        self.scratch.gpu_bytes()
+    }
+
+    /// For benchmarks only: marks the first `len` positions of the cache as
+    /// filled without computing them, so that a step at context `len` can be
+    /// timed without a prefill of `len` tokens. What the skipped positions hold
+    /// is stale or zero, and the outputs after this call are meaningless; the
+    /// work (and so the time) of a step does not depend on the cache's contents.
+    pub fn fill_for_benchmark(&mut self, len: usize) -> Result<(), ForwardError> {
+        if len > self.cache.capacity() {
+            return Err(ForwardError::ContextFull {
+                len: 0,
+                new: len,
+                capacity: self.cache.capacity(),
+            });
+        }
+        self.cache.clear();
+        self.cache.advance(len);
+        Ok(())
+    }
+
+    /// Chooses how forward calls are timed on the GPU (benchmarks only; the
+    /// result of each call is in [`Model::last_gpu_times`]).
+    pub fn set_gpu_timing(&mut self, mode: GpuTiming) -> Result<(), ForwardError> {
+        let features = self.ctx.features;
+        self.timing = match mode {
+            GpuTiming::Off => None,
+            GpuTiming::Pass if !features.timestamp_query => {
+                return Err(ForwardError::TimingUnavailable("passes"));
+            }
+            GpuTiming::Dispatch if !features.timestamp_inside_passes => {
+                return Err(ForwardError::TimingUnavailable("single dispatches"));
+            }
+            _ => {
+                let capacity = if mode == GpuTiming::Pass { 2 } else { MAX_TIMESTAMPS };
+                let timestamps = Timestamps::new(&self.ctx, "forward timing", capacity)
+                    .ok_or(ForwardError::TimingUnavailable("passes"))?;
+                Some((mode, timestamps))
+            }
+        };
+        self.last_gpu = None;
+        Ok(())
+    }
+
+    /// What the GPU timed in the last forward call, when timing is on.
+    pub fn last_gpu_times(&self) -> Option<&GpuTimes> {
+        self.last_gpu.as_ref()
     }
 
     pub fn context(&self) -> &GpuContext {
@@ -429,6 +527,7 @@ impl Model {
             ..StepStats::default()
         };
         let dispatches_before = self.kernels.dispatch_count();
+        self.last_gpu = self.timing.as_ref().map(|_| GpuTimes::default());
         let blocks: Vec<&[u32]> = tokens.chunks(self.block).collect();
         for (i, block) in blocks.iter().enumerate() {
             let last = i + 1 == blocks.len();
@@ -483,10 +582,19 @@ impl Model {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("forward"),
             });
+        let timing = self.timing.clone();
+        let pass_writes = match &timing {
+            Some((GpuTiming::Pass, ts)) => Some(ts.pass_writes()),
+            Some((_, ts)) => {
+                self.kernels.start_dispatch_log(ts.clone());
+                None
+            }
+            None => None,
+        };
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("forward"),
-                timestamp_writes: None,
+                timestamp_writes: pass_writes,
             });
             self.encode_layers(&mut pass, n, capture);
             self.encode_output(&mut pass, n, output);
@@ -500,6 +608,14 @@ impl Model {
             }
             _ => 0,
         };
+        let log = match &timing {
+            Some((GpuTiming::Dispatch, _)) => self.kernels.take_dispatch_log(),
+            _ => None,
+        };
+        let queries = log.as_ref().map_or(2, |log| log.queries());
+        if let Some((_, ts)) = &timing {
+            ts.resolve(&mut encoder, queries);
+        }
         let vocab = self.config.vocab;
         let vocab_bytes = (vocab * 4) as u64;
         let read = match output {
@@ -564,6 +680,19 @@ impl Model {
         if let (Some(cap), true) = (&self.capture, capture_bytes > 0) {
             let bytes = self.ctx.read_staging(&cap.staging, capture_bytes).await?;
             out.attention = bytemuck::pod_collect_to_vec(&bytes);
+        }
+        if let (Some((_, ts)), Some(times)) = (&timing, self.last_gpu.as_mut()) {
+            let stamps = ts.read(&self.ctx, queries).await?;
+            match &log {
+                Some(log) => {
+                    let durations = log.durations(&stamps);
+                    times.seconds += durations.iter().map(|(_, s)| s).sum::<f64>();
+                    times.dispatches.extend(durations);
+                    times.untimed += log.untimed;
+                }
+                None if stamps.len() == 2 => times.seconds += (stamps[1] - stamps[0]).max(0.0),
+                None => {}
+            }
         }
         Ok(out)
     }
@@ -635,6 +764,34 @@ impl Model {
 }
 
 impl Scratch {
+    /// Bytes of every buffer held, staging included.
+    fn gpu_bytes(&self) -> u64 {
+        [
+            &self.step,
+            &self.ids,
+            &self.x,
+            &self.xn,
+            &self.q,
+            &self.k,
+            &self.v,
+            &self.att,
+            &self.proj,
+            &self.gate,
+            &self.up,
+            &self.logits,
+            &self.chosen,
+            &self.topk,
+            &self.candidates,
+            &self.rope_table,
+            &self.chosen_staging,
+            &self.candidates_staging,
+            &self.logits_staging,
+        ]
+        .iter()
+        .map(|b| b.size())
+        .sum()
+    }
+
     fn new(ctx: &GpuContext, cfg: &ModelConfig, block: usize) -> Self {
         let rows = |label: &str, width: usize| ctx.storage(label, (block * width * 4) as u64);
         let table = rope_table(cfg.max_seq, cfg.head_dim, cfg.rope_base);

@@ -4,6 +4,7 @@
 //! Data flows one way: file -> [`gguf`] -> [`model`] (config + weights on the
 //! GPU) -> [`forward`] (kernels and the [`kv_cache`]) -> sampling -> tokenizer.
 
+pub mod bench;
 pub mod chat;
 pub mod clock;
 pub mod engine;
@@ -25,7 +26,8 @@ pub use engine::{
     AttentionStep, Engine, EngineError, FinishReason, GenerateOptions, Generation,
 };
 pub use forward::{
-    ForwardError, LoadOptions, LoadPhase, Model, Output, StepOutput, StepStats, MAX_CANDIDATES,
+    ForwardError, GpuTimes, GpuTiming, LoadOptions, LoadPhase, Model, Output, StepOutput,
+    StepStats, MAX_CANDIDATES,
 };
 pub use gpu::{ContextOptions, GpuContext, GpuError};
 pub use model::{ModelConfig, ModelError};

@@ -6,10 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use gqa_webgpu::bench::{self, BenchOptions, Report};
 use gqa_webgpu::chat::Message;
 use gqa_webgpu::model::variants::allowed_kv_heads;
 use gqa_webgpu::perplexity::{self, ChunkDone, PerplexityOptions, DEFAULT_CONTEXT};
 use gqa_webgpu::sampler::SamplingParams;
+use gqa_webgpu::synthetic::SyntheticSpec;
 use gqa_webgpu::tokenizer::Tokenizer;
 use gqa_webgpu::{
     gguf::GgufFile, ContextOptions, Engine, GenerateOptions, GpuContext, LoadOptions, Model,
@@ -39,6 +41,9 @@ enum Command {
     /// Run the model with every KV-head count it allows (MHA, GQA, MQA, ...) and
     /// compare KV-cache memory, decode speed and perplexity.
     Variants(VariantsArgs),
+    /// Measure the adapter's read bandwidth, then decode, prefill and attention
+    /// against it, GPU memory, load time, and where decode time goes.
+    Bench(BenchArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -146,6 +151,62 @@ struct VariantsArgs {
     format: Format,
 }
 
+/// The random models `bench --synthetic` can make in memory.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SyntheticModel {
+    /// SmolLM2-135M's exact shapes and formats.
+    #[value(name = "smollm2-135m")]
+    Smollm2,
+    /// A 2-layer model with 9 query heads over 3 KV heads, for quick checks.
+    Tiny,
+}
+
+impl SyntheticModel {
+    fn spec(self) -> SyntheticSpec {
+        match self {
+            Self::Smollm2 => SyntheticSpec::smollm2_135m(),
+            Self::Tiny => bench::tiny_synthetic_spec(),
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// The GGUF model file.
+    #[arg(long, required_unless_present = "synthetic", conflicts_with = "synthetic")]
+    model: Option<PathBuf>,
+    /// Random weights of a model's exact shapes and formats, made in memory
+    /// (default: smollm2-135m), instead of a file.
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "smollm2-135m")]
+    synthetic: Option<SyntheticModel>,
+    /// Cache positions at which a decode step is timed.
+    #[arg(long, value_delimiter = ',', default_value = "0,512,2048")]
+    contexts: Vec<usize>,
+    /// Prompt lengths whose prefill is timed.
+    #[arg(long, value_delimiter = ',', default_value = "128,512")]
+    prompts: Vec<usize>,
+    /// Keys read when grouped attention is timed alone.
+    #[arg(long, value_delimiter = ',', default_value = "512,2048,8192")]
+    attention_contexts: Vec<usize>,
+    /// Keys read when GQA is timed against MHA.
+    #[arg(long, default_value_t = 2048)]
+    gqa_mha_context: usize,
+    /// MiB each bandwidth probe reads (capped by the adapter's limits).
+    #[arg(long, default_value_t = 256)]
+    probe_mib: u64,
+    /// Untimed runs before the timed ones.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Timed runs; each figure is their median.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Skip timing every dispatch of a decode step.
+    #[arg(long)]
+    no_profile: bool,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
 /// An error for the user: one line, no backtrace.
 struct Failure(String);
 
@@ -162,6 +223,7 @@ fn main() -> ExitCode {
         Command::Tokenize(args) => tokenize(args),
         Command::Perplexity(args) => perplexity(args),
         Command::Variants(args) => variants(args),
+        Command::Bench(args) => bench(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -552,4 +614,119 @@ fn variants(args: VariantsArgs) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+fn bench(args: BenchArgs) -> Result<(), Failure> {
+    let options = BenchOptions {
+        contexts: args.contexts,
+        prompts: args.prompts,
+        attention_contexts: args.attention_contexts,
+        gqa_mha_context: args.gqa_mha_context,
+        probe_bytes: args.probe_mib.saturating_mul(1 << 20),
+        warmup: args.warmup,
+        runs: args.runs,
+        profile: !args.no_profile,
+    };
+    let start = gqa_webgpu::clock::now();
+    let (bytes, name) = match (&args.model, args.synthetic) {
+        (Some(path), _) => (read_model(path)?, path.display().to_string()),
+        (None, Some(kind)) => {
+            let spec = kind.spec();
+            let name = format!(
+                "synthetic: {} layers, {} heads over {} KV heads, {} and {}",
+                spec.n_layer,
+                spec.n_head,
+                spec.n_kv_head,
+                spec.format.name(),
+                spec.embd_format.name()
+            );
+            (spec.to_gguf(), name)
+        }
+        (None, None) => return Err(Failure("give --model or --synthetic".into())),
+    };
+    let read_seconds = gqa_webgpu::clock::now() - start;
+    let ctx = pollster::block_on(GpuContext::new(ContextOptions::default()))?;
+    let report = pollster::block_on(bench::run(&ctx, &bytes, read_seconds, &name, &options))?;
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text => print_bench(&report),
+    }
+    Ok(())
+}
+
+fn print_bench(r: &Report) {
+    let mib = |b: u64| b as f64 / f64::from(1 << 20);
+    println!("adapter: {} ({}, {})", r.adapter.name, r.adapter.backend, r.adapter.driver);
+    println!("model: {}", r.model);
+    println!(
+        "timing: {}, median of {} runs after {} warm-up",
+        r.timing, r.runs, r.warmup
+    );
+    for p in &r.bandwidth {
+        println!(
+            "read bandwidth, {}: {:.2} GB/s ({:.0} MiB)",
+            p.layout,
+            p.gb_per_s,
+            mib(p.bytes)
+        );
+    }
+    println!("roofline: {:.2} GB/s ({})", r.roofline_gb_per_s, r.roofline_layout);
+    for d in &r.decode {
+        println!(
+            "decode @ {:>5}: {:8.2} ms/token {:7.2} tokens/s (wall {:.2} ms); roofline {:.2} ms, \
+             ratio {:.3}",
+            d.context, d.ms_per_token, d.tokens_per_s, d.wall_ms_per_token, d.roofline_ms,
+            d.roofline_ratio
+        );
+    }
+    for p in &r.prefill {
+        println!(
+            "prefill {:>4} tokens: {:9.1} ms, {:7.1} tokens/s (wall {:.1} ms)",
+            p.prompt_tokens, p.ms, p.tokens_per_s, p.wall_ms
+        );
+    }
+    let attention = r.attention.iter().chain([&r.attention_gqa, &r.attention_mha]);
+    for a in attention {
+        println!(
+            "attention {}/{} heads @ {:>5}: {:.3} ms, {:.2} GB/s, {:.3} of the roofline",
+            a.query_heads, a.kv_heads, a.context, a.ms, a.gb_per_s, a.roofline_ratio
+        );
+    }
+    println!("attention GQA / MHA time: {:.3}", r.attention_gqa_over_mha);
+    println!(
+        "decode step: {} dispatches, {} submission(s), {} bytes read back",
+        r.step.dispatches, r.step.submissions, r.step.readback_bytes_per_token
+    );
+    let m = &r.memory;
+    println!(
+        "GPU memory (MiB): weights {:.1}, KV cache {:.1} ({} positions), scratch {:.1}; \
+         planned {:.1}, {:.1}, {:.1}",
+        mib(m.weights),
+        mib(m.kv_cache),
+        m.max_seq,
+        mib(m.scratch),
+        mib(m.planned_weights),
+        mib(m.planned_kv_cache),
+        mib(m.planned_scratch)
+    );
+    let l = &r.load_seconds;
+    println!(
+        "load: read {:.3} s, parse {:.3} s, compile {:.3} s, upload {:.3} s",
+        l.read, l.parse, l.compile, l.upload
+    );
+    if let Some(p) = &r.profile {
+        println!(
+            "decode profile @ {}: {:.2} ms in dispatches, {:.2} ms as one pass",
+            p.context, p.dispatch_ms, p.pass_ms
+        );
+        for k in &p.kernels {
+            println!(
+                "  {:<14} {:>4} dispatches {:8.3} ms {:5.1}%",
+                k.kernel,
+                k.dispatches,
+                k.ms_per_step,
+                k.share * 100.0
+            );
+        }
+    }
 }

@@ -23,6 +23,8 @@ pub struct OptionalFeatures {
     pub shader_f16: bool,
     pub subgroups: bool,
     pub timestamp_query: bool,
+    /// Timestamps between the dispatches of a pass (native only): the profiler's.
+    pub timestamp_inside_passes: bool,
 }
 
 /// A device ready for the engine's kernels. Cloning shares the device.
@@ -69,13 +71,17 @@ impl GpuContext {
         let info = adapter.get_info();
         let limits = adapter.limits();
         let available = adapter.features();
-        let wanted =
-            wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
+        let wanted = wgpu::Features::SHADER_F16
+            | wgpu::Features::SUBGROUP
+            | wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
         let required_features = available & wanted;
         let features = OptionalFeatures {
             shader_f16: required_features.contains(wgpu::Features::SHADER_F16),
             subgroups: required_features.contains(wgpu::Features::SUBGROUP),
             timestamp_query: required_features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            timestamp_inside_passes: required_features
+                .contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES),
         };
 
         let (device, queue) = adapter

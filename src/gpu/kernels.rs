@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use super::timing::{DispatchLog, SharedLog, Timestamps};
 use super::{GpuContext, Slot};
 use crate::quant::WeightFormat;
 
@@ -40,7 +41,13 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("add.wgsl", include_str!("../../shaders/add.wgsl")),
     ("argmax.wgsl", include_str!("../../shaders/argmax.wgsl")),
     ("topk.wgsl", include_str!("../../shaders/topk.wgsl")),
+    // the benchmark's read-bandwidth probes (src/bench.rs)
+    ("probe_storage.wgsl", PROBE_STORAGE),
+    ("probe_texture.wgsl", PROBE_TEXTURE),
 ];
+
+pub const PROBE_STORAGE: &str = include_str!("../../shaders/probe_storage.wgsl");
+pub const PROBE_TEXTURE: &str = include_str!("../../shaders/probe_texture.wgsl");
 
 /// Whether a kernel's source needs `quant.wgsl` before it.
 pub fn reads_weights(file: &str) -> bool {
@@ -73,10 +80,14 @@ pub const ATTENTION_WEIGHTS_MAX_DIM: u32 = 256;
 /// One compiled kernel and the layout of its group-0 bindings.
 pub struct Kernel {
     name: &'static str,
+    /// The name, with the weight format for kernels that read weights.
+    label: String,
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
     /// Shared by every kernel of one [`Kernels`]: dispatches recorded so far.
     dispatches: Arc<AtomicU64>,
+    /// Shared by every kernel of one [`Kernels`]: the profiler's log, if on.
+    log: SharedLog,
 }
 
 impl Kernel {
@@ -108,8 +119,28 @@ impl Kernel {
         for (i, group) in groups.iter().enumerate() {
             pass.set_bind_group(i as u32, *group, &[]);
         }
+        // Profiling only: a poisoned lock would mean a panic elsewhere; skip timing.
+        let mut log = self.log.lock().ok();
+        let timed = log.as_deref_mut().and_then(Option::as_mut).and_then(|log| {
+            let first = log.queries();
+            if first + 2 > log.timestamps.capacity() {
+                log.untimed += 1;
+                return None;
+            }
+            pass.write_timestamp(&log.timestamps.query_set, first);
+            Some((log, first))
+        });
         pass.dispatch_workgroups(grid.x, grid.y, 1);
+        if let Some((log, first)) = timed {
+            pass.write_timestamp(&log.timestamps.query_set, first + 1);
+            log.labels.push(self.label.clone());
+        }
         self.dispatches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The kernel's name, with the weight format where it reads weights.
+    pub fn label(&self) -> &str {
+        &self.label
     }
 }
 
@@ -171,6 +202,7 @@ pub struct Kernels {
     pub weight_layout: wgpu::BindGroupLayout,
     max_per_dim: u32,
     dispatches: Arc<AtomicU64>,
+    log: SharedLog,
 }
 
 impl Kernels {
@@ -181,6 +213,7 @@ impl Kernels {
             ctx,
             layouts: HashMap::new(),
             dispatches: Arc::default(),
+            log: Arc::default(),
         };
         let weight_layout = builder.layout(&[Uniform, Read]);
         let by_format = |builder: &mut Builder, name: &'static str, file: &str, slots: &[Slot]| {
@@ -188,8 +221,9 @@ impl Kernels {
                 .iter()
                 .map(|&f| {
                     let constants = [("WEIGHT_FORMAT", f as u32 as f64)];
-                    let kernel =
+                    let mut kernel =
                         builder.kernel(name, file, slots, Some(&weight_layout), &constants);
+                    kernel.label = format!("{name} {}", f.name());
                     (f, kernel)
                 })
                 .collect();
@@ -204,29 +238,25 @@ impl Kernels {
             embed,
             matvec,
             matmul,
-            rmsnorm: builder.kernel(
-                "rmsnorm",
+            rmsnorm: builder.kernel("rmsnorm",
                 "rmsnorm.wgsl",
                 &[Uniform, Uniform, Read, Read, Write],
                 None,
                 &[],
             ),
-            rope: builder.kernel(
-                "rope",
+            rope: builder.kernel("rope",
                 "rope.wgsl",
                 &[Uniform, Uniform, Read, Write],
                 None,
                 &neox,
             ),
-            kv_append: builder.kernel(
-                "kv_append",
+            kv_append: builder.kernel("kv_append",
                 "kv_append.wgsl",
                 &[Uniform, Uniform, Read, Read, Write, Write],
                 None,
                 &[],
             ),
-            attention: builder.kernel(
-                "attention",
+            attention: builder.kernel("attention",
                 "attention.wgsl",
                 &[Uniform, Uniform, Read, Read, Read, Write],
                 None,
@@ -239,7 +269,22 @@ impl Kernels {
             weight_layout: weight_layout.clone(),
             max_per_dim: ctx.limits.max_compute_workgroups_per_dimension,
             dispatches: builder.dispatches,
+            log: builder.log,
         }
+    }
+
+    /// Starts timing every dispatch recorded from now on, inside its pass, into
+    /// `timestamps` (the device needs `TIMESTAMP_QUERY_INSIDE_PASSES`).
+    /// For profiling: ordinary runs never call it.
+    pub fn start_dispatch_log(&self, timestamps: Timestamps) {
+        if let Ok(mut slot) = self.log.lock() {
+            *slot = Some(DispatchLog::new(timestamps));
+        }
+    }
+
+    /// Stops timing dispatches and returns what was logged.
+    pub fn take_dispatch_log(&self) -> Option<DispatchLog> {
+        self.log.lock().ok().and_then(|mut slot| slot.take())
     }
 
     /// Dispatches recorded by these kernels since they were compiled.
@@ -296,6 +341,7 @@ struct Builder<'a> {
     ctx: &'a GpuContext,
     layouts: HashMap<Vec<Slot>, wgpu::BindGroupLayout>,
     dispatches: Arc<AtomicU64>,
+    log: SharedLog,
 }
 
 impl Builder<'_> {
@@ -372,9 +418,11 @@ impl Builder<'_> {
         });
         Kernel {
             name,
+            label: name.to_string(),
             pipeline,
             layout,
             dispatches: Arc::clone(&self.dispatches),
+            log: Arc::clone(&self.log),
         }
     }
 }

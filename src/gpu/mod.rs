@@ -1,6 +1,7 @@
 //! Everything that touches the GPU API: the context, buffers, and the kernels.
 
 mod context;
+pub mod timing;
 pub mod kernels;
 pub mod matrix;
 mod memory;
