@@ -2,11 +2,12 @@
 // and folds them together; nothing is written unless the fold hits a value
 // the host never stores, so the kernel moves only what it reads.
 //
-// Invocations of a workgroup read neighbouring elements at each step, so every
-// subgroup walks contiguous memory (what GPUs coalesce and lavapipe gathers).
+// A workgroup reads 4096 contiguous elements; each run of 8 invocations
+// (lavapipe's subgroup) walks its own 512 of them, 8 neighbours at a time, so
+// a subgroup streams through memory and a GPU's wider ones read whole lines.
 
 struct Params {
-    elements: u32, // vec4<u32> elements in src
+    elements: u32, // vec4<u32> elements in src: whole workgroups of ITEMS each
     groups_x: u32, // workgroups in the grid's first dimension
 }
 
@@ -16,17 +17,15 @@ struct Params {
 
 const WORKGROUP: u32 = 64u;
 const ITEMS: u32 = 64u; // elements per invocation: a short loop (llvmpipe stops long ones)
+const RUN: u32 = 8u;    // invocations that walk one stretch together
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let group = wid.x + wid.y * params.groups_x;
-    let base = group * WORKGROUP * ITEMS + lid;
+    let base = group * WORKGROUP * ITEMS + (lid / RUN) * RUN * ITEMS + lid % RUN;
     var acc = vec4<u32>(0u);
     for (var i = 0u; i < ITEMS; i++) {
-        let e = base + i * WORKGROUP;
-        if (e < params.elements) {
-            acc ^= src[e];
-        }
+        acc ^= src[base + i * RUN];
     }
     // the host fills src so that no fold equals this value
     if (all(acc == vec4<u32>(0xdeadbeefu))) {
