@@ -16,7 +16,7 @@ use crate::gguf::{GgufError, GgufFile};
 use crate::gpu::kernels::{Grid, Kernels, PROBE_STORAGE, PROBE_TEXTURE};
 use crate::gpu::timing::Timestamps;
 use crate::gpu::uniforms::{Attention, Step};
-use crate::gpu::{GpuContext, GpuError};
+use crate::gpu::{GpuBuffer, GpuContext, GpuError};
 use crate::model::{MemoryPlan, ModelError};
 use crate::synthetic::Rng;
 
@@ -240,7 +240,7 @@ struct PassTimer {
     ctx: GpuContext,
     stamps: Option<Timestamps>,
     /// A word read back to wait for completion without timestamps.
-    flush: wgpu::Buffer,
+    flush: GpuBuffer,
 }
 
 impl PassTimer {

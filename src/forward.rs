@@ -193,8 +193,8 @@ struct Binds {
 /// What attention capture adds, made on its first request and kept after.
 struct Capture {
     kernel: Kernel,
-    weights: wgpu::Buffer, // [n_layer, n_head, context] f32, context <= max_seq
-    staging: wgpu::Buffer,
+    weights: GpuBuffer, // [n_layer, n_head, context] f32, context <= max_seq
+    staging: GpuBuffer,
     layers: Vec<wgpu::BindGroup>,
 }
 

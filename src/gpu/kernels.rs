@@ -300,6 +300,7 @@ impl Kernels {
             ctx,
             layouts: HashMap::new(),
             dispatches: Arc::clone(&self.dispatches),
+            log: Arc::clone(&self.log),
         };
         builder.kernel(
             "attention_weights",

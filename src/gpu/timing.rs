@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::{GpuContext, GpuError};
+use super::{GpuBuffer, GpuContext, GpuError};
 
 /// The most timestamps one query set holds (wgpu's own cap).
 pub const MAX_TIMESTAMPS: u32 = wgpu::QUERY_SET_MAX_QUERIES;
@@ -12,8 +12,8 @@ pub const MAX_TIMESTAMPS: u32 = wgpu::QUERY_SET_MAX_QUERIES;
 #[derive(Clone)]
 pub struct Timestamps {
     pub query_set: wgpu::QuerySet,
-    resolve: wgpu::Buffer,
-    staging: wgpu::Buffer,
+    resolve: GpuBuffer,
+    staging: GpuBuffer,
     capacity: u32,
 }
 
@@ -30,12 +30,12 @@ impl Timestamps {
             ty: wgpu::QueryType::Timestamp,
             count: capacity,
         });
-        let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        let resolve = ctx.track(ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(&format!("{label} resolve")),
             size: bytes,
             usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
-        });
+        }));
         let staging = ctx.staging(&format!("{label} staging"), bytes);
         Some(Self {
             query_set,
