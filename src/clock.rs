@@ -13,5 +13,14 @@ pub fn now() -> f64 {
 /// Seconds since an arbitrary start, for measuring durations.
 #[cfg(target_arch = "wasm32")]
 pub fn now() -> f64 {
-    js_sys::Date::now() / 1000.0
+    // `performance.now()` (microseconds, monotonic) in windows and workers alike;
+    // `Date.now()` (milliseconds) where a host lacks it
+    use wasm_bindgen::JsCast;
+    let global = js_sys::global();
+    let performance = js_sys::Reflect::get(&global, &"performance".into()).ok();
+    let ms = performance.and_then(|p| {
+        let now = js_sys::Reflect::get(&p, &"now".into()).ok()?;
+        now.dyn_into::<js_sys::Function>().ok()?.call0(&p).ok()?.as_f64()
+    });
+    ms.unwrap_or_else(js_sys::Date::now) / 1000.0
 }

@@ -8,11 +8,13 @@ use std::rc::Rc;
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 
+use crate::bench::{self, BenchOptions};
 use crate::chat::Message;
 use crate::forward::LoadPhase;
 use crate::gguf::{GgufError, GgufFile};
 use crate::model::{MemoryPlan, ModelConfig};
 use crate::sampler::SamplingParams;
+use crate::synthetic::SyntheticSpec;
 use crate::{
     AttentionStep, ContextOptions, Engine, EngineError, ForwardError, GenerateOptions, Generation,
     GpuContext, LoadOptions,
@@ -385,4 +387,74 @@ pub fn inspect_header(
             "largestBinding": plan.largest_binding,
         },
     }))
+}
+
+/// What the page's bench mode may set; each missing field keeps the native
+/// default of [`BenchOptions`].
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+struct JsBenchOptions {
+    contexts: Option<Vec<usize>>,
+    prompts: Option<Vec<usize>>,
+    attention_contexts: Option<Vec<usize>>,
+    gqa_mha_context: Option<usize>,
+    probe_mib: Option<u64>,
+    warmup: Option<usize>,
+    runs: Option<usize>,
+    profile: Option<bool>,
+}
+
+impl JsBenchOptions {
+    fn to_options(self) -> BenchOptions {
+        let d = BenchOptions::default();
+        BenchOptions {
+            contexts: self.contexts.unwrap_or(d.contexts),
+            prompts: self.prompts.unwrap_or(d.prompts),
+            attention_contexts: self.attention_contexts.unwrap_or(d.attention_contexts),
+            gqa_mha_context: self.gqa_mha_context.unwrap_or(d.gqa_mha_context),
+            probe_bytes: self.probe_mib.map_or(d.probe_bytes, |mib| mib.saturating_mul(1 << 20)),
+            warmup: self.warmup.unwrap_or(d.warmup),
+            runs: self.runs.unwrap_or(d.runs),
+            profile: self.profile.unwrap_or(d.profile),
+        }
+    }
+}
+
+/// The GGUF bytes of a random model made in memory: `'smollm2-135m'` (the
+/// default model's exact shapes and formats) or `'tiny'` (2 layers, 9 query
+/// heads over 3 KV heads), for benchmarks that need no download.
+#[wasm_bindgen(js_name = syntheticModel)]
+pub fn synthetic_model(kind: &str) -> Result<Vec<u8>, JsError> {
+    let spec = match kind {
+        "smollm2-135m" => SyntheticSpec::smollm2_135m(),
+        "tiny" => bench::tiny_synthetic_spec(),
+        other => {
+            return Err(JsError::new(&format!(
+                "unknown synthetic model {other:?}: use 'smollm2-135m' or 'tiny'"
+            )))
+        }
+    };
+    Ok(spec.to_gguf())
+}
+
+/// Runs the benchmark of `gqa-webgpu bench` on the model in `bytes`, on a
+/// device of its own, and resolves to the same report, with the same keys, as
+/// the CLI's `--format json`. `read_seconds` is how long getting the bytes took.
+#[wasm_bindgen(js_name = runBench)]
+pub async fn run_bench(
+    bytes: js_sys::Uint8Array,
+    read_seconds: f64,
+    name: String,
+    options: JsValue,
+) -> Result<JsValue, JsError> {
+    let options: JsBenchOptions = if options.is_undefined() || options.is_null() {
+        JsBenchOptions::default()
+    } else {
+        serde_wasm_bindgen::from_value(options)
+            .map_err(|e| JsError::new(&format!("bench options: {e}")))?
+    };
+    let bytes = bytes.to_vec();
+    let ctx = GpuContext::new(ContextOptions::default()).await?;
+    let report = bench::run(&ctx, &bytes, read_seconds, &name, &options.to_options()).await?;
+    to_js(&report)
 }

@@ -1,6 +1,7 @@
 // The demo page: load a model (URL, file or drop), then chat with it.
 // Text from the user and the model only ever reaches the page as text nodes.
 
+import { wireBench } from './bench-view.js';
 import { AttentionView, drawKvBars } from './explainer.js';
 import { Engine, probeWebGPU } from './gqa.js';
 
@@ -476,6 +477,7 @@ async function main() {
   wire();
   updateButtons();
   document.body.dataset.webgpu = String(await showAdapter());
+  wireBench({ modelUrl: () => $('model-url').value.trim(), showError });
   // Tests and scripts wait for this before they drive the page.
   document.body.dataset.ready = 'true';
 }

@@ -4,6 +4,8 @@
 //
 // In:  {type: 'load' | 'generate' | 'chat' | 'info' | 'reset' | 'lose-device' | 'dispose',
 //       id, ...}
+//      {type: 'bench', id, source | synthetic, options}: the benchmark on a device
+//       of its own; needs no loaded engine and leaves the loaded one alone.
 //      {type: 'abort', id}: stops request `id` at its next token.
 // Out: {type: 'progress', id, phase, loaded, total, fraction, cached}
 //      {type: 'token', id, token: {id, text}}
@@ -100,6 +102,8 @@ export class Host {
       case 'reset':
         this.requireEngine().reset();
         return { info: this.info() };
+      case 'bench':
+        return this.bench(message, signal);
       case 'lose-device':
         this.requireEngine().loseDevice();
         return {};
@@ -119,11 +123,7 @@ export class Host {
     const name = source.url ?? source.blob?.name ?? 'the model';
     const limits = adapter.limits;
 
-    const check = (prefix, fileLength) => {
-      const header = wasm.inspectHeader(prefix, fileLength, maxContext);
-      if (header.complete) checkFits(header.bytes, limits, name);
-      return header;
-    };
+    const check = headerCheck(wasm, limits, name, maxContext);
     const bytes = await readModel(source, {
       check,
       signal,
@@ -145,6 +145,36 @@ export class Host {
     this.adapter = described;
     progress.finish();
     return { info: this.info() };
+  }
+
+  async bench({ id, source, synthetic, options }, signal) {
+    const adapter = await requestAdapter();
+    const wasm = await loadWasm();
+    const progress = new Progress((p) => this.post({ type: 'progress', id, ...p }));
+    const start = performance.now();
+    let bytes;
+    let name;
+    if (synthetic) {
+      bytes = wasm.syntheticModel(synthetic);
+      name = `synthetic: ${synthetic}`;
+    } else {
+      name = source.url ?? source.blob?.name ?? 'the given bytes';
+      bytes = await readModel(source, {
+        check: headerCheck(wasm, adapter.limits, name, undefined),
+        signal,
+        onProgress: (loaded, total, cached) => progress.update('download', loaded, total, cached),
+      });
+    }
+    const readSeconds = (performance.now() - start) / 1000;
+    progress.finish();
+    signal.throwIfAborted();
+    const report = toPlain(await wasm.runBench(bytes, readSeconds, name, options));
+    // wgpu on WebGPU knows no adapter name: the page's adapter info gives it
+    const { vendor, architecture, device, description } = describeAdapter(adapter);
+    report.adapter.name ||= description || [vendor, architecture, device].filter(Boolean)
+      .join(' ') || 'unnamed WebGPU adapter';
+    Object.assign(report.adapter, { vendor, architecture, device, description });
+    return { result: report };
   }
 
   async generate({ id, type, prompt, messages, options }, signal) {
@@ -180,6 +210,15 @@ export class Host {
     if (!this.engine) throw new Error('no model is loaded');
     return this.engine;
   }
+}
+
+/** Refuses, from its header, a model the adapter cannot hold. */
+function headerCheck(wasm, limits, name, maxContext) {
+  return (prefix, fileLength) => {
+    const header = wasm.inspectHeader(prefix, fileLength, maxContext);
+    if (header.complete) checkFits(header.bytes, limits, name);
+    return header;
+  };
 }
 
 /** One overall fraction over the phases of a load, weighted by WEIGHTS_*. */

@@ -269,3 +269,65 @@ export const CACHE_NAME: 'gqa-webgpu-models';
 
 /** Deletes the cached model at `url` (absolute), or every cached model. */
 export function clearCache(url?: string): Promise<boolean>;
+
+/** What `bench` measures, and how often; each missing field keeps the CLI's default. */
+export interface BenchOptions {
+  /** Cache positions at which a decode step is timed (default [0, 512, 2048]). */
+  contexts?: number[];
+  /** Prompt lengths whose prefill is timed (default [128, 512]). */
+  prompts?: number[];
+  /** Keys read when grouped attention is timed alone (default [512, 2048, 8192]). */
+  attentionContexts?: number[];
+  /** Keys read when GQA is timed against MHA (default 2048). */
+  gqaMhaContext?: number;
+  /** MiB each bandwidth probe reads, capped by the adapter's limits (default 256). */
+  probeMib?: number;
+  /** Untimed runs before the timed ones (default 1). */
+  warmup?: number;
+  /** Timed runs; each figure is their median (default 3). */
+  runs?: number;
+  /** Time every dispatch of a decode step where the adapter can (default true). */
+  profile?: boolean;
+  /** Download progress of the model (a URL, File or bytes source only). */
+  onProgress?: (event: LoadProgress) => void;
+  /** Stops the benchmark: its worker is ended and the call rejects. */
+  signal?: AbortSignal;
+  /** Run in a worker of its own (default true). */
+  worker?: boolean;
+}
+
+/**
+ * The report of `bench`, with the keys of `gqa-webgpu bench --format json`. The
+ * headline figures are at the top level; `decode`, `prefill`, `attention`, `bandwidth`,
+ * `step`, `memory`, `load_seconds` and `profile` hold the details.
+ */
+export interface BenchReport {
+  adapter: { name: string; backend: string; device_type: string; driver: string;
+    timestamp_queries: boolean };
+  model: string;
+  /** 'timestamp queries' or 'wall clock'. */
+  timing: string;
+  /** Decode tokens/s at context 512. */
+  decode_tokens_per_s: number;
+  /** The fraction of the roofline a decode step at context 512 reaches. */
+  decode_roofline_ratio: number;
+  /** Prefill tokens/s for a 128-token prompt. */
+  prefill_tokens_per_s: number;
+  /** The faster of the storage-buffer and texture read bandwidths. */
+  roofline_gb_per_s: number;
+  /** Grouped attention's time with 9 query heads over 3 KV heads, over 9 KV heads. */
+  attention_gqa_over_mha: number;
+  [detail: string]: unknown;
+}
+
+/**
+ * Benchmarks this browser's adapter as `gqa-webgpu bench` does natively, on a GPU
+ * device of its own. `source` is what `Engine.load` takes, or `{synthetic}` for random
+ * weights of the default model's shapes ('smollm2-135m') or of a tiny model, made in
+ * memory.
+ */
+export function bench(
+  source: string | URL | Blob | ArrayBuffer | ArrayBufferView
+    | { synthetic: 'smollm2-135m' | 'tiny' },
+  options?: BenchOptions,
+): Promise<BenchReport>;

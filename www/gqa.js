@@ -16,6 +16,10 @@ const SAMPLING_OPTIONS = [
   'maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'seed', 'ignoreEos',
 ];
 const CALL_OPTIONS = ['onToken', 'onAttention', 'signal'];
+const BENCH_OPTIONS = [
+  'contexts', 'prompts', 'attentionContexts', 'gqaMhaContext', 'probeMib', 'warmup', 'runs',
+  'profile',
+];
 
 // Engine's constructor is private: an Engine exists only once a model is loaded.
 const CONSTRUCT = Symbol('construct');
@@ -26,6 +30,44 @@ const CONSTRUCT = Symbol('construct');
  */
 export async function probeWebGPU() {
   return describeAdapter(await requestAdapter());
+}
+
+/**
+ * Benchmarks this browser's adapter as `gqa-webgpu bench` does natively: its read
+ * bandwidth (the roofline), decode and prefill against it, grouped attention alone
+ * (GQA against MHA), the work and memory of a decode step and the load time. `source`
+ * is what Engine.load takes, or `{synthetic: 'smollm2-135m' | 'tiny'}` for random
+ * weights of those shapes made in memory. Runs on a GPU device of its own, in a worker
+ * of its own unless `worker: false`; resolves to the CLI's JSON report.
+ */
+export async function bench(source, options = {}) {
+  checkOptions(options, [...BENCH_OPTIONS, 'onProgress', 'signal', 'worker'], 'bench');
+  const { onProgress, signal, worker = true, ...settings } = options;
+  signal?.throwIfAborted();
+  const synthetic = source !== null && Object.getPrototypeOf(source) === Object.prototype
+    ? source.synthetic : undefined;
+  if (synthetic !== undefined && !['smollm2-135m', 'tiny'].includes(synthetic)) {
+    throw new Error(`bench: synthetic must be 'smollm2-135m' or 'tiny', got ${synthetic}`);
+  }
+  const { message, transfer } = synthetic ? { message: { synthetic }, transfer: [] }
+    : sourceMessage(source, worker);
+
+  const channel = worker ? new WorkerChannel() : new LocalChannel();
+  const id = channel.nextId();
+  const listening = new AbortController();
+  const aborted = new Promise((_, reject) => {
+    signal?.addEventListener('abort', () => reject(signal.reason),
+      { once: true, signal: listening.signal });
+  });
+  try {
+    const run = channel.request({ type: 'bench', id, ...message, options: settings },
+      { onProgress, transfer });
+    const { result } = await Promise.race([run, aborted]);
+    return result;
+  } finally {
+    listening.abort();
+    channel.close();
+  }
 }
 
 export class Engine {
