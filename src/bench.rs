@@ -13,9 +13,9 @@ use serde::Serialize;
 use crate::clock;
 use crate::forward::{ForwardError, GpuTiming, LoadOptions, LoadPhase, Model, Output};
 use crate::gguf::{GgufError, GgufFile};
-use crate::gpu::kernels::{Grid, Kernels, PROBE_STORAGE, PROBE_TEXTURE};
+use crate::gpu::kernels::{self, Grid, Kernels, PROBE_STORAGE, PROBE_TEXTURE};
 use crate::gpu::timing::Timestamps;
-use crate::gpu::uniforms::{Attention, Step};
+use crate::gpu::uniforms::{Attention, DecodeAttention, Step};
 use crate::gpu::{GpuBuffer, GpuContext, GpuError};
 use crate::model::{MemoryPlan, ModelError};
 use crate::synthetic::Rng;
@@ -339,13 +339,19 @@ async fn probe_storage(
     let elements = (bytes.min(ctx.max_binding_bytes()) / 16).min(max_elements) / per_group;
     let elements = (elements.max(1) * per_group) as u32;
     let bytes = u64::from(elements) * 16;
-    let src = ctx.storage_with("probe source", bytemuck::cast_slice(&pattern(elements as usize * 4, 3)));
+    let src = ctx.storage_with(
+        "probe source",
+        bytemuck::cast_slice(&pattern(elements as usize * 4, 3)),
+    );
     let sink = ctx.storage("probe sink", 4);
     let grid = Grid::linear(
         elements.div_ceil(PROBE_PER_GROUP),
         ctx.limits.max_compute_workgroups_per_dimension,
     );
-    let params = ctx.uniform_with("probe params", bytemuck::cast_slice(&[elements, grid.x, 0, 0]));
+    let params = ctx.uniform_with(
+        "probe params",
+        bytemuck::cast_slice(&[elements, grid.x, 0, 0]),
+    );
     let pipeline = probe_pipeline(ctx, "probe_storage.wgsl", PROBE_STORAGE);
     let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some("probe storage"),
@@ -493,10 +499,6 @@ async fn time_attention(
         )));
     }
     let group = (n_head / n_kv_head) as u32;
-    let (heads_per_workgroup, splits) = Kernels::attention_split(group, head_dim as u32)
-        .ok_or_else(|| {
-            BenchError::Options(format!("attention heads of {head_dim} do not fit the kernel"))
-        })?;
     let cache_bytes = (n_kv_head * context * head_dim * 4) as u64;
     if cache_bytes > ctx.max_binding_bytes() {
         return Err(BenchError::Options(format!(
@@ -512,40 +514,94 @@ async fn time_attention(
         n_tokens: 1,
         _pad: [0; 2],
     };
-    let params = Attention {
-        n_head: n_head as u32,
-        n_kv_head: n_kv_head as u32,
-        head_dim: head_dim as u32,
-        max_seq: context as u32,
-        heads_per_workgroup,
-        splits,
-        scale: 1.0 / (head_dim as f32).sqrt(),
-        _pad: 0,
-    };
     let mut rng = Rng(11);
     let mut values = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.uniform(-1.0, 1.0)).collect() };
     let step = ctx.uniform_with("bench step", bytemuck::bytes_of(&step));
-    let params = ctx.uniform_with("bench attention params", bytemuck::bytes_of(&params));
-    let q = ctx.storage_with("bench q", bytemuck::cast_slice(&values(n_head * head_dim)));
+    let q_values = values(n_head * head_dim);
     let out = ctx.storage("bench attention output", (n_head * head_dim * 4) as u64);
     let kv = values(n_kv_head * context * head_dim);
-    let groups: Vec<wgpu::BindGroup> = (0..copies)
+    let caches: Vec<(GpuBuffer, GpuBuffer)> = (0..copies)
         .map(|i| {
             let k = ctx.storage_with(&format!("bench K {i}"), bytemuck::cast_slice(&kv));
             let v = ctx.storage_with(&format!("bench V {i}"), bytemuck::cast_slice(&kv));
-            kernels
-                .attention
-                .bind(ctx, "bench", &[&step, &params, &q, &k, &v, &out])
+            (k, v)
         })
         .collect();
-    let grid = Grid::new(n_kv_head as u32 * splits, 1);
-    let seconds = timer
-        .median(options.warmup.max(1), options.runs.max(3), copies, |pass| {
-            for group in &groups {
-                kernels.attention.dispatch(pass, &[group], grid);
-            }
-        })
-        .await?;
+
+    // the kernel a model of this shape decodes with (src/forward.rs)
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let decode = kernels.decode_attention(ctx, group, head_dim as u32, n_head as u32);
+    let seconds = if let Some(decode) = decode {
+        let max_seq = context as u32;
+        let params = DecodeAttention {
+            n_head: n_head as u32,
+            n_kv_head: n_kv_head as u32,
+            max_seq,
+            max_splits: decode.splits(max_seq),
+            scale,
+            _pad: [0; 3],
+        };
+        let params = ctx.uniform_with("bench attention params", bytemuck::bytes_of(&params));
+        let q = ctx.storage_uniform("bench q", kernels::DecodeAttention::Q_BINDING_BYTES);
+        ctx.queue
+            .write_buffer(&q, 0, bytemuck::cast_slice(&q_values));
+        let partial_bytes = decode.partial_bytes(n_head as u32, head_dim as u32, max_seq);
+        let partial = ctx.storage("bench attention partials", partial_bytes);
+        let groups: Vec<wgpu::BindGroup> = caches
+            .iter()
+            .map(|(k, v)| {
+                decode
+                    .split
+                    .bind(ctx, "bench", &[&step, &params, &q, k, v, &out, &partial])
+            })
+            .collect();
+        let combine = decode
+            .combine
+            .bind(ctx, "bench", &[&step, &params, &partial, &out]);
+        let heads = (group, n_kv_head as u32, n_head as u32);
+        timer
+            .median(options.warmup.max(1), options.runs.max(3), copies, |pass| {
+                for split in &groups {
+                    decode.encode(pass, split, &combine, heads, max_seq);
+                }
+            })
+            .await?
+    } else {
+        let (heads_per_workgroup, splits) = Kernels::attention_split(group, head_dim as u32)
+            .ok_or_else(|| {
+                BenchError::Options(format!(
+                    "attention heads of {head_dim} do not fit the kernel"
+                ))
+            })?;
+        let params = Attention {
+            n_head: n_head as u32,
+            n_kv_head: n_kv_head as u32,
+            head_dim: head_dim as u32,
+            max_seq: context as u32,
+            heads_per_workgroup,
+            splits,
+            scale,
+            _pad: 0,
+        };
+        let params = ctx.uniform_with("bench attention params", bytemuck::bytes_of(&params));
+        let q = ctx.storage_with("bench q", bytemuck::cast_slice(&q_values));
+        let groups: Vec<wgpu::BindGroup> = caches
+            .iter()
+            .map(|(k, v)| {
+                kernels
+                    .attention
+                    .bind(ctx, "bench", &[&step, &params, &q, k, v, &out])
+            })
+            .collect();
+        let grid = Grid::new(n_kv_head as u32 * splits, 1);
+        timer
+            .median(options.warmup.max(1), options.runs.max(3), copies, |pass| {
+                for group in &groups {
+                    kernels.attention.dispatch(pass, &[group], grid);
+                }
+            })
+            .await?
+    };
     let bytes = 2 * cache_bytes;
     let gb_per_s = bytes as f64 / seconds / 1e9;
     Ok(AttentionReport {
@@ -607,13 +663,14 @@ pub async fn run(
         ..LoadOptions::default()
     };
     let (mut compile_start, mut compile_end) = (clock::now(), None);
-    let mut model = Model::load_with_progress(ctx, &file, bytes, &load_options, &mut |p, done, _| {
-        match (p, done) {
+    let mut model =
+        Model::load_with_progress(ctx, &file, bytes, &load_options, &mut |p, done, _| match (
+            p, done,
+        ) {
             (LoadPhase::Compile, 0) => compile_start = clock::now(),
             (LoadPhase::Compile, _) => compile_end = Some(clock::now()),
             _ => {}
-        }
-    })?;
+        })?;
     // the uploads are queued: wait until the GPU has done them
     ctx.read_buffer(&timer.flush, 4).await?;
     let end = clock::now();
@@ -772,7 +829,9 @@ pub async fn run(
             name: info.name.clone(),
             backend: format!("{:?}", info.backend),
             device_type: format!("{:?}", info.device_type),
-            driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+            driver: format!("{} {}", info.driver, info.driver_info)
+                .trim()
+                .to_string(),
             timestamp_queries: ctx.features.timestamp_query,
         },
         timing: if timed && timer.stamps.is_some() {

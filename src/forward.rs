@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use bytemuck::bytes_of;
 
 use crate::gguf::GgufFile;
-use crate::gpu::kernels::{Grid, Kernel, Kernels, ATTENTION_WEIGHTS_MAX_DIM};
+use crate::gpu::kernels::{DecodeAttention, Grid, Kernel, Kernels, ATTENTION_WEIGHTS_MAX_DIM};
 use crate::gpu::timing::{Timestamps, MAX_TIMESTAMPS};
 use crate::gpu::uniforms::{self, Step};
 use crate::gpu::{GpuBuffer, GpuContext, GpuError};
@@ -151,7 +151,7 @@ struct Scratch {
     ids: GpuBuffer,        // [block] u32
     x: GpuBuffer,          // [block, n_embd] residual stream
     xn: GpuBuffer,         // [block, n_embd] normed
-    q: GpuBuffer,          // [block, n_head * head_dim]
+    q: GpuBuffer,          // [block, n_head * head_dim], also bound as uniform
     k: GpuBuffer,          // [block, n_kv_head * head_dim]
     v: GpuBuffer,          // [block, n_kv_head * head_dim]
     att: GpuBuffer,        // [block, n_head * head_dim] attention output
@@ -163,6 +163,8 @@ struct Scratch {
     topk: GpuBuffer,       // TopK uniform
     candidates: GpuBuffer, // [MAX_CANDIDATES] (id, logit bits)
     rope_table: GpuBuffer, // [max_seq, head_dim / 2] (cos, sin)
+    // decode attention's splits: [n_head, splits, head_dim], then [n_head, splits] pairs
+    partial: GpuBuffer,
     chosen_staging: GpuBuffer,
     candidates_staging: GpuBuffer,
     logits_staging: GpuBuffer,
@@ -188,6 +190,8 @@ struct Binds {
     logits_all: wgpu::BindGroup,
     argmax: wgpu::BindGroup,
     topk: wgpu::BindGroup,
+    /// With decode attention: the merge of its splits (partial -> att).
+    attention_combine: Option<wgpu::BindGroup>,
 }
 
 /// What attention capture adds, made on its first request and kept after.
@@ -202,7 +206,18 @@ struct LayerBinds {
     attn_norm: wgpu::BindGroup,
     kv_append: wgpu::BindGroup,
     attention: wgpu::BindGroup,
+    /// With decode attention: its bind group for one token over this layer's cache.
+    decode_attention: Option<wgpu::BindGroup>,
     ffn_norm: wgpu::BindGroup,
+}
+
+/// How attention runs for this model's head shape.
+struct AttentionKernels {
+    /// (heads per workgroup, workgroups per KV head) of attention.wgsl, which runs
+    /// prompt blocks, and decode tokens where `decode` is None.
+    split: (u32, u32),
+    /// Attention for one decode token split along the keys, where the shape fits.
+    decode: Option<DecodeAttention>,
 }
 
 /// A loaded model with its KV cache, ready to run.
@@ -215,8 +230,7 @@ pub struct Model {
     scratch: Scratch,
     binds: Binds,
     block: usize,
-    /// (heads per workgroup, workgroups per KV head) of the attention kernel
-    attention_split: (u32, u32),
+    attention: AttentionKernels,
     last_step: StepStats,
     /// Made on the first [`Model::set_attention_capture`]`(true)`.
     capture: Option<Capture>,
@@ -267,34 +281,29 @@ impl Model {
         MemoryPlan::new(&cfg, file, block)?.check(ctx.max_binding_bytes())?;
         let formats = weights::formats(&cfg, file)?;
         let group = cfg.group_size() as u32;
-        let attention_split =
-            Kernels::attention_split(group, cfg.head_dim as u32).ok_or_else(|| {
-                ModelError::Invalid {
-                    key: format!("{}.attention.key_length", cfg.arch),
-                    value: cfg.head_dim.to_string(),
-                    why: format!(
-                        "a head of more than {} elements does not fit the attention kernel",
-                        crate::gpu::kernels::ATTENTION_MAX_Q
-                    ),
-                }
-            })?;
+        let split = Kernels::attention_split(group, cfg.head_dim as u32).ok_or_else(|| {
+            ModelError::Invalid {
+                key: format!("{}.attention.key_length", cfg.arch),
+                value: cfg.head_dim.to_string(),
+                why: format!(
+                    "a head of more than {} elements does not fit the attention kernel",
+                    crate::gpu::kernels::ATTENTION_MAX_Q
+                ),
+            }
+        })?;
         progress(LoadPhase::Compile, 0, 1);
         let kernels = Kernels::new(ctx, &formats, cfg.rope_neox);
+        let attention = AttentionKernels {
+            split,
+            decode: kernels.decode_attention(ctx, group, cfg.head_dim as u32, cfg.n_head as u32),
+        };
         progress(LoadPhase::Compile, 1, 1);
         let weights = Weights::upload(ctx, &kernels, &cfg, file, bytes, &mut |done, total| {
             progress(LoadPhase::Upload, done, total)
         })?;
         let cache = KvCache::new(ctx, &cfg)?;
-        let scratch = Scratch::new(ctx, &cfg, block);
-        let binds = Binds::new(
-            ctx,
-            &kernels,
-            &cfg,
-            &weights,
-            &cache,
-            &scratch,
-            attention_split,
-        );
+        let scratch = Scratch::new(ctx, &cfg, block, attention.decode.as_ref());
+        let binds = Binds::new(ctx, &kernels, &cfg, &weights, &cache, &scratch, &attention);
         log::info!(
             "model: {} layers, {} heads over {} KV heads, {} MiB of weights, {} MiB of KV cache",
             cfg.n_layer,
@@ -312,7 +321,7 @@ impl Model {
             scratch,
             binds,
             block,
-            attention_split,
+            attention,
             last_step: StepStats::default(),
             capture: None,
             capture_on: false,
@@ -400,7 +409,11 @@ impl Model {
                 return Err(ForwardError::TimingUnavailable("single dispatches"));
             }
             _ => {
-                let capacity = if mode == GpuTiming::Pass { 2 } else { MAX_TIMESTAMPS };
+                let capacity = if mode == GpuTiming::Pass {
+                    2
+                } else {
+                    MAX_TIMESTAMPS
+                };
                 let timestamps = Timestamps::new(&self.ctx, "forward timing", capacity)
                     .ok_or(ForwardError::TimingUnavailable("passes"))?;
                 Some((mode, timestamps))
@@ -701,7 +714,7 @@ impl Model {
     /// `capture`, the attention weights of the last token of every layer too.
     fn encode_layers(&self, pass: &mut wgpu::ComputePass, n: u32, capture: bool) {
         let (k, b, w, c) = (&self.kernels, &self.binds, &self.weights, &self.config);
-        let (_, splits) = self.attention_split;
+        let (_, splits) = self.attention.split;
         let rows = |width: usize| k.elementwise_grid(n * width as u32);
 
         // token embeddings -> x
@@ -720,8 +733,20 @@ impl Model {
             // append k, v to the cache, attend over it, project back, add
             k.kv_append
                 .dispatch(pass, &[&lb.kv_append], rows(c.kv_dim()));
-            let groups = Grid::new(c.n_kv_head as u32 * splits, n);
-            k.attention.dispatch(pass, &[&lb.attention], groups);
+            match (
+                &self.attention.decode,
+                &lb.decode_attention,
+                &b.attention_combine,
+            ) {
+                (Some(decode), Some(split), Some(combine)) if n == 1 => {
+                    let heads = (c.group_size() as u32, c.n_kv_head as u32, c.n_head as u32);
+                    decode.encode(pass, split, combine, heads, self.len() as u32 + 1);
+                }
+                _ => {
+                    let groups = Grid::new(c.n_kv_head as u32 * splits, n);
+                    k.attention.dispatch(pass, &[&lb.attention], groups);
+                }
+            }
             if let Some(cap) = capture {
                 // q still holds this layer's queries: the explainer's weights
                 let heads = Grid::new(c.n_head as u32, 1);
@@ -783,6 +808,7 @@ impl Scratch {
             &self.topk,
             &self.candidates,
             &self.rope_table,
+            &self.partial,
             &self.chosen_staging,
             &self.candidates_staging,
             &self.logits_staging,
@@ -792,8 +818,17 @@ impl Scratch {
         .sum()
     }
 
-    fn new(ctx: &GpuContext, cfg: &ModelConfig, block: usize) -> Self {
+    fn new(
+        ctx: &GpuContext,
+        cfg: &ModelConfig,
+        block: usize,
+        decode: Option<&DecodeAttention>,
+    ) -> Self {
         let rows = |label: &str, width: usize| ctx.storage(label, (block * width * 4) as u64);
+        let q_bytes = ((block * cfg.q_dim() * 4) as u64).max(DecodeAttention::Q_BINDING_BYTES);
+        let partial_bytes = decode.map_or(4, |d| {
+            d.partial_bytes(cfg.n_head as u32, cfg.head_dim as u32, cfg.max_seq as u32)
+        });
         let table = rope_table(cfg.max_seq, cfg.head_dim, cfg.rope_base);
         let logits_bytes = (block * cfg.vocab * 4) as u64;
         Self {
@@ -801,7 +836,7 @@ impl Scratch {
             ids: rows("token ids", 1),
             x: rows("x (residual stream)", cfg.n_embd),
             xn: rows("xn (normed)", cfg.n_embd),
-            q: rows("q", cfg.q_dim()),
+            q: ctx.storage_uniform("q", q_bytes),
             k: rows("k", cfg.kv_dim()),
             v: rows("v", cfg.kv_dim()),
             att: rows("attention output", cfg.q_dim()),
@@ -813,6 +848,7 @@ impl Scratch {
             topk: ctx.uniform_with("topk params", bytes_of(&uniforms::TopK::default())),
             candidates: ctx.storage("candidates", (MAX_CANDIDATES * 8) as u64),
             rope_table: ctx.storage_with("rope table", bytemuck::cast_slice(&table)),
+            partial: ctx.storage("decode attention partials", partial_bytes),
             chosen_staging: ctx.staging("chosen token staging", 4),
             candidates_staging: ctx.staging("candidates staging", (MAX_CANDIDATES * 8) as u64),
             logits_staging: ctx.staging("logits staging", logits_bytes),
@@ -828,8 +864,10 @@ impl Binds {
         w: &Weights,
         cache: &KvCache,
         s: &Scratch,
-        (heads_per_workgroup, splits): (u32, u32),
+        attention_kernels: &AttentionKernels,
     ) -> Self {
+        let (heads_per_workgroup, splits) = attention_kernels.split;
+        let decode = attention_kernels.decode.as_ref();
         // Uniforms with equal contents share one buffer.
         let mut uniforms: HashMap<Vec<u8>, GpuBuffer> = HashMap::new();
         let mut uniform = |label: &str, bytes: &[u8]| -> GpuBuffer {
@@ -876,6 +914,21 @@ impl Binds {
         };
         let kv = uniform("kv_append params", bytes_of(&kv));
         let attention = uniform("attention params", bytes_of(&attention));
+        let decode_params = decode.map(|d| uniforms::DecodeAttention {
+            n_head: cfg.n_head as u32,
+            n_kv_head: cfg.n_kv_head as u32,
+            max_seq: cfg.max_seq as u32,
+            max_splits: d.splits(cfg.max_seq as u32),
+            scale: 1.0 / (cfg.head_dim as f32).sqrt(),
+            _pad: [0; 3],
+        });
+        let decode_params = decode_params.map(|p| uniform("decode attention params", bytes_of(&p)));
+        // the decode token's queries, as the uniform array attention_decode.wgsl declares
+        let q_uniform = || wgpu::BufferBinding {
+            buffer: &s.q,
+            offset: 0,
+            size: wgpu::BufferSize::new(DecodeAttention::Q_BINDING_BYTES),
+        };
         let p_q = uniform("q product", bytes_of(&product(cfg.q_dim(), 0)));
         let p_kv = uniform("kv product", bytes_of(&product(cfg.kv_dim(), 0)));
         let p_embd = uniform("embd product", bytes_of(&product(cfg.n_embd, 0)));
@@ -908,6 +961,21 @@ impl Binds {
                         &label("attention"),
                         &[&s.step, &attention, &s.q, &cache.k[l], &cache.v[l], &s.att],
                     ),
+                    decode_attention: decode.zip(decode_params.as_ref()).map(|(d, params)| {
+                        d.split.bind_resources(
+                            ctx,
+                            &label("decode"),
+                            vec![
+                                s.step.as_entire_binding(),
+                                params.as_entire_binding(),
+                                wgpu::BindingResource::Buffer(q_uniform()),
+                                cache.k[l].as_entire_binding(),
+                                cache.v[l].as_entire_binding(),
+                                s.att.as_entire_binding(),
+                                s.partial.as_entire_binding(),
+                            ],
+                        )
+                    }),
                     ffn_norm: k.rmsnorm.bind(
                         ctx,
                         &label("ffn_norm"),
@@ -966,6 +1034,10 @@ impl Binds {
             topk: k
                 .topk
                 .bind(ctx, "logits", &[&s.topk, &s.logits, &s.candidates]),
+            attention_combine: decode.zip(decode_params.as_ref()).map(|(d, params)| {
+                d.combine
+                    .bind(ctx, "splits", &[&s.step, params, &s.partial, &s.att])
+            }),
         }
     }
 }

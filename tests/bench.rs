@@ -140,7 +140,7 @@ fn bench_json_has_every_figure_and_the_forward_pass_counts() {
     if let Some(kernels) = report["profile"]["kernels"].as_array() {
         let timed: u64 = kernels.iter().map(|k| k["dispatches"].as_u64().unwrap()).sum();
         assert_eq!(timed, stats.dispatches);
-        assert!(kernels.iter().any(|k| k["kernel"] == "attention"));
+        assert!(kernels.iter().any(|k| k["kernel"] == "attention_decode"));
     }
 }
 

@@ -6,7 +6,7 @@ mod common;
 use bytemuck::bytes_of;
 use common::{assert_close, gpu, gpu_with, poison, random, read_f32, run};
 use gqa_webgpu::forward::rope_table;
-use gqa_webgpu::gpu::kernels::{Grid, Kernels};
+use gqa_webgpu::gpu::kernels::{DecodeAttention, Grid, Kernels};
 use gqa_webgpu::gpu::matrix::GpuMatrix;
 use gqa_webgpu::gpu::uniforms::{self, Step};
 use gqa_webgpu::gpu::{ContextOptions, GpuBuffer, GpuContext};
@@ -374,6 +374,108 @@ fn attention_matches_reference_for_decode_and_prefill() {
         check_attention(&ctx, &kernels, shape, 0, 9);
         check_attention(&ctx, &kernels, shape, 70, 5);
     }
+}
+
+/// Decode attention split along the keys (attention_decode.wgsl, merged by
+/// attention_combine.wgsl) for one token at `pos0`, against the reference.
+fn check_decode_attention(ctx: &GpuContext, kernels: &Kernels, shape: AttentionShape, pos0: usize) {
+    let mut rng = Rng((shape.n_head * 1000 + shape.n_kv_head * 10 + pos0) as u64);
+    let hd = shape.head_dim;
+    let (n_head, n_kv_head) = (shape.n_head as u32, shape.n_kv_head as u32);
+    let group = n_head / n_kv_head;
+    let decode = kernels
+        .decode_attention(ctx, group, hd as u32, n_head)
+        .unwrap_or_else(|| panic!("decode attention refuses {shape:?}"));
+    let q = random(&mut rng, shape.n_head * hd, 1.0);
+    let k_cache = random(&mut rng, shape.n_kv_head * shape.max_seq * hd, 1.0);
+    let v_cache = random(&mut rng, shape.n_kv_head * shape.max_seq * hd, 1.0);
+    let max_seq = shape.max_seq as u32;
+    let params = uniforms::DecodeAttention {
+        n_head,
+        n_kv_head,
+        max_seq,
+        max_splits: decode.splits(max_seq),
+        scale: 1.0 / (hd as f32).sqrt(),
+        _pad: [0; 3],
+    };
+    let params = ctx.uniform_with("params", bytes_of(&params));
+    let step = step(ctx, pos0 as u32, 1);
+    let q_buffer = ctx.storage_uniform("q", DecodeAttention::Q_BINDING_BYTES);
+    ctx.queue
+        .write_buffer(&q_buffer, 0, bytemuck::cast_slice(&q));
+    let k_buffer = ctx.storage_with("k", bytemuck::cast_slice(&k_cache));
+    let v_buffer = ctx.storage_with("v", bytemuck::cast_slice(&v_cache));
+    let out = ctx.storage_with("out", &poison(q.len()));
+    let partial_bytes = decode.partial_bytes(n_head, hd as u32, max_seq) as usize;
+    let partial = ctx.storage_with("partial", &poison(partial_bytes / 4));
+    let split = decode.split.bind(
+        ctx,
+        "test",
+        &[
+            &step, &params, &q_buffer, &k_buffer, &v_buffer, &out, &partial,
+        ],
+    );
+    let combine = decode
+        .combine
+        .bind(ctx, "test", &[&step, &params, &partial, &out]);
+
+    let heads = (group, n_kv_head, n_head);
+    run(ctx, |pass| {
+        decode.encode(pass, &split, &combine, heads, pos0 as u32 + 1)
+    });
+
+    let got = read_f32(ctx, &out, q.len());
+    let expected = reference::attention(&q, &k_cache, &v_cache, shape, pos0);
+    let what = format!(
+        "decode attention {n_head}/{n_kv_head} heads, head size {hd}, {} keys \
+         ({} heads a workgroup, {} splits)",
+        pos0 + 1,
+        decode.heads,
+        decode.splits(pos0 as u32 + 1)
+    );
+    assert_close(&what, &got, &expected, ATTENTION_ATOL, ATTENTION_RTOL);
+}
+
+#[test]
+fn decode_attention_matches_reference_across_splits() {
+    let ctx = gpu();
+    let kernels = Kernels::new(&ctx, &[], false);
+    for (n_head, n_kv_head, head_dim) in [
+        (9, 3, 64),  // SmolLM2-135M
+        (4, 4, 64),  // MHA: a head per workgroup
+        (8, 1, 16),  // MQA: 8 heads a workgroup, 128 keys a split
+        (14, 2, 32), // Qwen2.5-0.5B's 7 heads a group
+        (12, 1, 48), // 6 heads a workgroup; a head of 12 vec4s leaves lanes idle
+        (6, 3, 128),
+        (2, 1, 256), // the largest head: one key lane
+    ] {
+        let shape = AttentionShape {
+            n_head,
+            n_kv_head,
+            head_dim,
+            max_seq: 600,
+        };
+        // 1 key; a split's worth; one more than that; several splits and a partial one
+        for pos0 in [0, 127, 255, 256, 599] {
+            check_decode_attention(&ctx, &kernels, shape, pos0);
+        }
+    }
+}
+
+#[test]
+fn decode_attention_refuses_shapes_it_cannot_hold() {
+    let ctx = gpu();
+    let kernels = Kernels::new(&ctx, &[], false);
+    // a head size that is not a multiple of 4, one over 256, queries over 4096
+    for (group, head_dim, n_head) in [(3, 6, 9), (1, 512, 2), (4, 128, 40)] {
+        assert!(
+            kernels
+                .decode_attention(&ctx, group, head_dim, n_head)
+                .is_none(),
+            "group {group}, head size {head_dim}, {n_head} heads"
+        );
+    }
+    assert!(kernels.decode_attention(&ctx, 3, 64, 9).is_some());
 }
 
 #[test]

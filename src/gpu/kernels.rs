@@ -34,6 +34,14 @@ pub const SOURCES: &[(&str, &str)] = &[
         include_str!("../../shaders/attention.wgsl"),
     ),
     (
+        "attention_decode.wgsl",
+        include_str!("../../shaders/attention_decode.wgsl"),
+    ),
+    (
+        "attention_combine.wgsl",
+        include_str!("../../shaders/attention_combine.wgsl"),
+    ),
+    (
         "attention_weights.wgsl",
         include_str!("../../shaders/attention_weights.wgsl"),
     ),
@@ -74,6 +82,12 @@ pub const MATMUL_TOKENS: u32 = 8;
 /// Limits of attention.wgsl's workgroup memory.
 pub const ATTENTION_MAX_HEADS: u32 = 16;
 pub const ATTENTION_MAX_Q: u32 = 1024;
+/// Limits of attention_decode.wgsl: query heads per workgroup, head size, the
+/// query row its uniform binding holds, and scores in workgroup memory.
+pub const DECODE_MAX_HEADS: u32 = 8;
+pub const DECODE_MAX_DIM: u32 = 256;
+pub const DECODE_MAX_Q: u32 = 4096;
+const DECODE_SCORES: u32 = 1024;
 /// The largest head attention_weights.wgsl holds in workgroup memory.
 pub const ATTENTION_WEIGHTS_MAX_DIM: u32 = 256;
 
@@ -98,12 +112,25 @@ impl Kernel {
         label: &str,
         buffers: &[&wgpu::Buffer],
     ) -> wgpu::BindGroup {
-        let entries: Vec<wgpu::BindGroupEntry> = buffers
-            .iter()
+        let whole: Vec<wgpu::BindingResource> =
+            buffers.iter().map(|b| b.as_entire_binding()).collect();
+        self.bind_resources(ctx, label, whole)
+    }
+
+    /// A bind group for group 0 from `resources` in the kernel's order: for
+    /// bindings of part of a buffer.
+    pub fn bind_resources(
+        &self,
+        ctx: &GpuContext,
+        label: &str,
+        resources: Vec<wgpu::BindingResource>,
+    ) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry> = resources
+            .into_iter()
             .enumerate()
-            .map(|(i, buffer)| wgpu::BindGroupEntry {
+            .map(|(i, resource)| wgpu::BindGroupEntry {
                 binding: i as u32,
-                resource: buffer.as_entire_binding(),
+                resource,
             })
             .collect();
         ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -141,6 +168,54 @@ impl Kernel {
     /// The kernel's name, with the weight format where it reads weights.
     pub fn label(&self) -> &str {
         &self.label
+    }
+}
+
+/// Decode attention split along the keys, for one head shape.
+pub struct DecodeAttention {
+    /// attention_decode.wgsl: one workgroup per (KV head's heads, split of keys).
+    pub split: Kernel,
+    /// attention_combine.wgsl: merges the splits, one workgroup per query head.
+    pub combine: Kernel,
+    /// Query heads each workgroup serves.
+    pub heads: u32,
+    /// Keys per split.
+    pub split_keys: u32,
+}
+
+impl DecodeAttention {
+    /// Bytes the queries' uniform binding covers (DECODE_MAX_Q floats).
+    pub const Q_BINDING_BYTES: u64 = DECODE_MAX_Q as u64 * 4;
+
+    /// Splits that `n_keys` keys take.
+    pub fn splits(&self, n_keys: u32) -> u32 {
+        n_keys.div_ceil(self.split_keys).max(1)
+    }
+
+    /// Bytes of the partial results for `n_head` heads of `head_dim` over at most
+    /// `max_seq` keys: outputs, then (max, sum) pairs.
+    pub fn partial_bytes(&self, n_head: u32, head_dim: u32, max_seq: u32) -> u64 {
+        let splits = u64::from(self.splits(max_seq));
+        4 * u64::from(n_head) * splits * (u64::from(head_dim) + 2)
+    }
+
+    /// Records attention for a decode token that sees `n_keys` keys: `split` binds
+    /// (step, params, q, K, V, out, partial), `combine` (step, params, partial, out).
+    pub fn encode(
+        &self,
+        pass: &mut wgpu::ComputePass,
+        split: &wgpu::BindGroup,
+        combine: &wgpu::BindGroup,
+        (group_size, n_kv_head, n_head): (u32, u32, u32),
+        n_keys: u32,
+    ) {
+        let splits = self.splits(n_keys);
+        let grid = Grid::new(n_kv_head * group_size / self.heads, splits);
+        self.split.dispatch(pass, &[split], grid);
+        if splits > 1 {
+            self.combine
+                .dispatch(pass, &[combine], Grid::new(n_head, 1));
+        }
     }
 }
 
@@ -238,25 +313,29 @@ impl Kernels {
             embed,
             matvec,
             matmul,
-            rmsnorm: builder.kernel("rmsnorm",
+            rmsnorm: builder.kernel(
+                "rmsnorm",
                 "rmsnorm.wgsl",
                 &[Uniform, Uniform, Read, Read, Write],
                 None,
                 &[],
             ),
-            rope: builder.kernel("rope",
+            rope: builder.kernel(
+                "rope",
                 "rope.wgsl",
                 &[Uniform, Uniform, Read, Write],
                 None,
                 &neox,
             ),
-            kv_append: builder.kernel("kv_append",
+            kv_append: builder.kernel(
+                "kv_append",
                 "kv_append.wgsl",
                 &[Uniform, Uniform, Read, Read, Write, Write],
                 None,
                 &[],
             ),
-            attention: builder.kernel("attention",
+            attention: builder.kernel(
+                "attention",
                 "attention.wgsl",
                 &[Uniform, Uniform, Read, Read, Read, Write],
                 None,
@@ -309,6 +388,67 @@ impl Kernels {
             None,
             &[],
         )
+    }
+
+    /// Compiles decode attention for query heads of `head_dim` in groups of
+    /// `group_size` (attention_decode.wgsl and attention_combine.wgsl), or None
+    /// where that shape does not fit them; prefill's kernel then serves decode too.
+    pub fn decode_attention(
+        &self,
+        ctx: &GpuContext,
+        group_size: u32,
+        head_dim: u32,
+        n_head: u32,
+    ) -> Option<DecodeAttention> {
+        let fits = head_dim % 4 == 0 && head_dim <= DECODE_MAX_DIM;
+        if !fits || n_head * head_dim > DECODE_MAX_Q {
+            return None;
+        }
+        let heads = (1..=DECODE_MAX_HEADS.min(group_size))
+            .rev()
+            .find(|h| group_size % h == 0)?;
+        // As many keys per split as the scores' workgroup memory holds, at most 256:
+        // long enough that the merge is cheap, short enough for parallel splits.
+        let split_keys = (DECODE_SCORES / heads).min(256).next_power_of_two();
+        let split_keys = if split_keys * heads > DECODE_SCORES {
+            split_keys / 2
+        } else {
+            split_keys
+        };
+        let mut builder = Builder {
+            ctx,
+            layouts: HashMap::new(),
+            dispatches: Arc::clone(&self.dispatches),
+            log: Arc::clone(&self.log),
+        };
+        let constants = [
+            ("HEADS", f64::from(heads)),
+            ("HEAD_DIM", f64::from(head_dim)),
+            ("SPLIT_KEYS", f64::from(split_keys)),
+        ];
+        let split = builder.kernel(
+            "attention_decode",
+            "attention_decode.wgsl",
+            &[Uniform, Uniform, Uniform, Read, Read, Write, Write],
+            None,
+            &constants,
+        );
+        let combine = builder.kernel(
+            "attention_combine",
+            "attention_combine.wgsl",
+            &[Uniform, Uniform, Read, Write],
+            None,
+            &constants[1..],
+        );
+        log::info!(
+            "decode attention: {heads} query heads per workgroup, {split_keys} keys per split"
+        );
+        Some(DecodeAttention {
+            split,
+            combine,
+            heads,
+            split_keys,
+        })
     }
 
     /// Workgroups for `invocations` invocations of a 64-wide element-wise kernel.

@@ -1,10 +1,10 @@
 //! Everything that touches the GPU API: the context, buffers, and the kernels.
 
 mod context;
-pub mod timing;
 pub mod kernels;
 pub mod matrix;
 mod memory;
+pub mod timing;
 pub mod uniforms;
 
 pub use context::{ContextOptions, GpuContext, OptionalFeatures};
@@ -58,6 +58,20 @@ impl GpuContext {
             // degenerate shapes (an empty step) valid.
             size: bytes.max(4).next_multiple_of(4),
             usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// An uninitialised storage buffer that a kernel may also bind as uniform:
+    /// decode attention reads the queries that way (shaders/attention_decode.wgsl).
+    pub fn storage_uniform(&self, label: &str, bytes: u64) -> GpuBuffer {
+        self.track(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(16).next_multiple_of(16),
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::UNIFORM
                 | wgpu::BufferUsages::COPY_DST
                 | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,

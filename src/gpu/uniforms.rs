@@ -73,6 +73,18 @@ pub struct Attention {
     pub _pad: u32,
 }
 
+/// `Params` of attention_decode.wgsl and attention_combine.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct DecodeAttention {
+    pub n_head: u32,
+    pub n_kv_head: u32,
+    pub max_seq: u32,    // positions the cache holds
+    pub max_splits: u32, // splits the partial buffer has room for, per query head
+    pub scale: f32,      // 1 / sqrt(head_dim)
+    pub _pad: [u32; 3],
+}
+
 /// `Params` of attention_weights.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]

@@ -1,0 +1,150 @@
+// Grouped-query attention for one decode token, split along the keys
+// (flash-decoding): workgroup (x, y) serves KV head x / heads_split and keys
+// y * SPLIT_KEYS .. (y + 1) * SPLIT_KEYS for HEADS query heads of that KV head.
+//
+// Every key and value row is loaded from the cache once per workgroup and used
+// for all of its query heads (query head h reads KV head h / group_size). The
+// queries come through a uniform binding: every invocation reads the same
+// element at the same time, which a uniform load serves as one broadcast where
+// a storage or workgroup load would be repeated for each lane on CPU adapters.
+//
+// With one split the normalised output is written directly. With more, each
+// split leaves its unnormalised output, its maximum score and its sum of
+// weights in `partial`, and attention_combine.wgsl merges the splits.
+
+struct Step {
+    pos0: u32,     // position of the token: it sees keys 0 ..= pos0
+    n_tokens: u32, // 1
+}
+
+struct Params {
+    n_head: u32,      // query heads
+    n_kv_head: u32,   // KV heads
+    max_seq: u32,     // positions the cache holds
+    max_splits: u32,  // splits `partial` has room for, per query head
+    scale: f32,       // 1 / sqrt(head_dim)
+}
+
+// Query heads each workgroup serves (at most 8) and the head size (a multiple of
+// 4, at most 256): pipeline constants, so the loops over them are fixed.
+override HEADS: u32 = 1u;
+override HEAD_DIM: u32 = 64u;
+// Keys per split: HEADS * SPLIT_KEYS scores fit p_s.
+override SPLIT_KEYS: u32 = 256u;
+
+const WORKGROUP: u32 = 64u;
+const MAX_Q: u32 = 4096u;                     // the longest query row the binding holds
+override QUADS: u32 = HEAD_DIM / 4u;          // vec4s per head
+override KEY_LANES: u32 = WORKGROUP / QUADS;  // keys taken side by side in the value pass
+
+@group(0) @binding(0) var<uniform> step: Step;
+@group(0) @binding(1) var<uniform> params: Params;
+@group(0) @binding(2) var<uniform> q: array<vec4<f32>, MAX_Q / 4u>;  // [n_head, head_dim]
+@group(0) @binding(3) var<storage, read> k_cache: array<vec4<f32>>;  // [n_kv_head, max_seq, head_dim]
+@group(0) @binding(4) var<storage, read> v_cache: array<vec4<f32>>;  // [n_kv_head, max_seq, head_dim]
+@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>; // [n_head, head_dim]
+// [n_head, max_splits, head_dim] outputs, then [n_head, max_splits] (max, sum) pairs
+@group(0) @binding(6) var<storage, read_write> partial: array<f32>;
+
+var<workgroup> p_s: array<f32, 1024>;       // [head][key of the split]: score, then weight
+var<workgroup> o_s: array<vec4<f32>, 512>;  // [key lane][head][quad]: outputs to add up
+var<workgroup> max_s: array<f32, 8>;        // per head: the split's largest score
+var<workgroup> sum_s: array<f32, 8>;        // per head: the split's sum of weights
+
+@compute @workgroup_size(64)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let group_size = params.n_head / params.n_kv_head;
+    let heads_split = group_size / HEADS;
+    let kv_head = wid.x / heads_split;
+    let head0 = kv_head * group_size + (wid.x % heads_split) * HEADS;
+    let n_keys = step.pos0 + 1u;
+    let key0 = wid.y * SPLIT_KEYS;
+    let keys = min(SPLIT_KEYS, n_keys - key0);
+    let kv_base = (kv_head * params.max_seq + key0) * QUADS;
+
+    // scores: an invocation takes every 64th key of the split, for every head
+    for (var j = lid; j < keys; j += WORKGROUP) {
+        var score: array<f32, 8>;
+        let row = kv_base + j * QUADS;
+        for (var d = 0u; d < QUADS; d++) {
+            let k = k_cache[row + d];
+            for (var h = 0u; h < HEADS; h++) {
+                score[h] += dot(q[(head0 + h) * QUADS + d], k);
+            }
+        }
+        for (var h = 0u; h < HEADS; h++) {
+            p_s[h * SPLIT_KEYS + j] = score[h] * params.scale;
+        }
+    }
+    workgroupBarrier();
+
+    if lid < HEADS {
+        var m = p_s[lid * SPLIT_KEYS];
+        for (var j = 1u; j < keys; j++) {
+            m = max(m, p_s[lid * SPLIT_KEYS + j]);
+        }
+        max_s[lid] = m;
+    }
+    workgroupBarrier();
+
+    for (var j = lid; j < keys; j += WORKGROUP) {
+        for (var h = 0u; h < HEADS; h++) {
+            p_s[h * SPLIT_KEYS + j] = exp(p_s[h * SPLIT_KEYS + j] - max_s[h]);
+        }
+    }
+    workgroupBarrier();
+
+    // values: an invocation owns one vec4 of the head and every KEY_LANES-th key
+    let quad = lid % QUADS;
+    let lane = lid / QUADS;
+    // (a head of 48 leaves the last 4 invocations without a lane)
+    if lane < KEY_LANES {
+        var acc: array<vec4<f32>, 8>;
+        for (var j = lane; j < keys; j += KEY_LANES) {
+            let v = v_cache[kv_base + j * QUADS + quad];
+            for (var h = 0u; h < HEADS; h++) {
+                acc[h] += p_s[h * SPLIT_KEYS + j] * v;
+            }
+        }
+        for (var h = 0u; h < HEADS; h++) {
+            o_s[(lane * HEADS + h) * QUADS + quad] = acc[h];
+        }
+    }
+    if lid < HEADS {
+        var s = 0.0;
+        for (var j = 0u; j < keys; j++) {
+            s += p_s[lid * SPLIT_KEYS + j];
+        }
+        sum_s[lid] = s;
+    }
+    workgroupBarrier();
+
+    // add up the key lanes; one split is the whole answer, more leave partials
+    for (var i = lid; i < HEADS * QUADS; i += WORKGROUP) {
+        let h = i / QUADS;
+        var o = vec4<f32>();
+        for (var l = 0u; l < KEY_LANES; l++) {
+            o += o_s[l * HEADS * QUADS + i];
+        }
+        let head = head0 + h;
+        if groups.y == 1u {
+            out[head * QUADS + i % QUADS] = o / sum_s[h];
+        } else {
+            let at = ((head * params.max_splits + wid.y) * QUADS + i % QUADS) * 4u;
+            partial[at] = o.x;
+            partial[at + 1u] = o.y;
+            partial[at + 2u] = o.z;
+            partial[at + 3u] = o.w;
+        }
+    }
+    if groups.y > 1u && lid < HEADS {
+        let pairs = params.n_head * params.max_splits * HEAD_DIM;
+        let at = pairs + ((head0 + lid) * params.max_splits + wid.y) * 2u;
+        partial[at] = max_s[lid];
+        partial[at + 1u] = sum_s[lid];
+    }
+}
