@@ -11,14 +11,14 @@ struct Step {
 }
 
 struct Params {
-    x_from_last: u32, // unused here (always 0): every token row is used
-    y_stride: u32,    // elements between token rows of Y: the whole tensor's rows
+    y_stride: u32, // elements between token rows of Y: the whole tensor's rows
 }
 
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read> x: array<f32>;       // [n_tokens, cols]
 @group(0) @binding(3) var<storage, read_write> y: array<f32>; // [n_tokens, y_stride]
+// binding 4, x's first row as uniform, is matvec.wgsl's: one bind group serves both
 
 const ROWS: u32 = 4u;
 const TOKENS: u32 = 8u;

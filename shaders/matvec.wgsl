@@ -5,7 +5,9 @@
 // loads a block of x into registers once and uses it for all of its rows. The
 // LANES partial sums of a row are then added in workgroup memory. Loads, not
 // arithmetic, bound this kernel on CPU adapters such as lavapipe, so reusing x
-// across rows is what matters there.
+// across rows is what matters there, and x comes through a uniform binding:
+// lavapipe serves a uniform load as one gather, where a storage load is
+// repeated lane by lane with bounds checks (about twice the cost per value).
 
 struct Step {
     pos0: u32,     // position of the step's first token
@@ -13,14 +15,18 @@ struct Step {
 }
 
 struct Params {
-    x_from_last: u32, // 1: x is the step's last token row of a [n_tokens, cols] buffer
-    y_stride: u32,    // elements between token rows of y (unused here: one token)
+    y_stride: u32, // elements between token rows of y (unused here: one token)
 }
+
+// The longest x the uniform binding holds (64 KiB, WebGPU's least limit).
+const MAX_COLS: u32 = 16384u;
 
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<uniform> params: Params;
-@group(0) @binding(2) var<storage, read> x: array<f32>;       // [n_tokens, cols]
+// binding 2 is x as a storage array, which matmul.wgsl reads; this kernel reads
+// the first token row of the same buffer through binding 4
 @group(0) @binding(3) var<storage, read_write> y: array<f32>; // [rows of the whole tensor]
+@group(0) @binding(4) var<uniform> x: array<vec4<f32>, MAX_COLS / 4u>; // [cols]
 
 const LANES: u32 = 8u;
 const ROWS: u32 = 4u;
@@ -35,10 +41,6 @@ fn main(
 ) {
     let lane = lid % LANES;
     let first_row = ((wid.x + wid.y * groups.x) * (64u / LANES) + lid / LANES) * ROWS;
-    var x_base = 0u;
-    if params.x_from_last == 1u {
-        x_base = (step.n_tokens - 1u) * chunk.cols;
-    }
 
     var acc = vec4<f32>();
     if first_row < chunk.rows {
@@ -46,8 +48,7 @@ fn main(
             var xb: Block;
             var x_sum = 0.0;
             for (var i = 0u; i < 8u; i++) {
-                let at = x_base + b * 32u + 4u * i;
-                xb[i] = vec4<f32>(x[at], x[at + 1u], x[at + 2u], x[at + 3u]);
+                xb[i] = x[b * 8u + i];
                 x_sum += xb[i].x + xb[i].y + xb[i].z + xb[i].w;
             }
             for (var r = 0u; r < ROWS; r++) {

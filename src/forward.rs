@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use bytemuck::bytes_of;
 
 use crate::gguf::GgufFile;
-use crate::gpu::kernels::{DecodeAttention, Grid, Kernel, Kernels, ATTENTION_WEIGHTS_MAX_DIM};
+use crate::gpu::kernels::{
+    DecodeAttention, Grid, Kernel, Kernels, ATTENTION_WEIGHTS_MAX_DIM, X_UNIFORM_BYTES,
+};
 use crate::gpu::timing::{Timestamps, MAX_TIMESTAMPS};
 use crate::gpu::uniforms::{self, Step};
 use crate::gpu::{GpuBuffer, GpuContext, GpuError};
@@ -186,8 +188,9 @@ struct Binds {
     down: wgpu::BindGroup,
     layers: Vec<LayerBinds>,
     output_norm: wgpu::BindGroup,
-    logits_last: wgpu::BindGroup,
-    logits_all: wgpu::BindGroup,
+    /// The final norm of the step's last token alone, into row 0 of xn.
+    output_norm_last: wgpu::BindGroup,
+    logits: wgpu::BindGroup,
     argmax: wgpu::BindGroup,
     topk: wgpu::BindGroup,
     /// With decode attention: the merge of its splits (partial -> att).
@@ -763,27 +766,29 @@ impl Model {
             layer.w_down.encode_product(k, pass, &b.down, n);
             k.add.dispatch(pass, &[&b.residual], rows(c.n_embd));
         }
-
-        // final norm
-        k.rmsnorm.dispatch(pass, &[&b.output_norm], Grid::new(n, 1));
     }
 
     /// Records the logits (and the greedy choice) that `output` asks for.
     fn encode_output(&self, pass: &mut wgpu::ComputePass, n: u32, output: Option<Output>) {
         let (k, b) = (&self.kernels, &self.binds);
         let head = self.weights.output();
+        let Some(output) = output else {
+            return;
+        };
+
+        // final norm: of every token for all logits, else of the last into row 0
+        if output == Output::AllLogits {
+            k.rmsnorm.dispatch(pass, &[&b.output_norm], Grid::new(n, 1));
+            head.encode_product(k, pass, &b.logits, n);
+            return;
+        }
+        k.rmsnorm.dispatch(pass, &[&b.output_norm_last], Grid::new(1, 1));
+        head.encode_product(k, pass, &b.logits, 1);
+
         match output {
-            None => {}
-            Some(Output::AllLogits) => head.encode_product(k, pass, &b.logits_all, n),
-            Some(Output::LastLogits) => head.encode_product(k, pass, &b.logits_last, 1),
-            Some(Output::Argmax) => {
-                head.encode_product(k, pass, &b.logits_last, 1);
-                k.argmax.dispatch(pass, &[&b.argmax], Grid::new(1, 1));
-            }
-            Some(Output::TopK(_)) => {
-                head.encode_product(k, pass, &b.logits_last, 1);
-                k.topk.dispatch(pass, &[&b.topk], Grid::new(1, 1));
-            }
+            Output::Argmax => k.argmax.dispatch(pass, &[&b.argmax], Grid::new(1, 1)),
+            Output::TopK(_) => k.topk.dispatch(pass, &[&b.topk], Grid::new(1, 1)),
+            Output::LastLogits | Output::AllLogits => {}
         }
     }
 }
@@ -826,6 +831,10 @@ impl Scratch {
     ) -> Self {
         let rows = |label: &str, width: usize| ctx.storage(label, (block * width * 4) as u64);
         let q_bytes = ((block * cfg.q_dim() * 4) as u64).max(DecodeAttention::Q_BINDING_BYTES);
+        // what a weight product reads as x is also bound as a uniform (matvec.wgsl)
+        let x_rows = |label: &str, width: usize| {
+            ctx.storage_uniform(label, ((block * width * 4) as u64).max(X_UNIFORM_BYTES))
+        };
         let partial_bytes = decode.map_or(4, |d| {
             d.partial_bytes(cfg.n_head as u32, cfg.head_dim as u32, cfg.max_seq as u32)
         });
@@ -835,13 +844,13 @@ impl Scratch {
             step: ctx.uniform_with("step", bytes_of(&Step::default())),
             ids: rows("token ids", 1),
             x: rows("x (residual stream)", cfg.n_embd),
-            xn: rows("xn (normed)", cfg.n_embd),
+            xn: x_rows("xn (normed)", cfg.n_embd),
             q: ctx.storage_uniform("q", q_bytes),
             k: rows("k", cfg.kv_dim()),
             v: rows("v", cfg.kv_dim()),
-            att: rows("attention output", cfg.q_dim()),
+            att: x_rows("attention output", cfg.q_dim()),
             proj: rows("projection", cfg.n_embd),
-            gate: rows("gate", cfg.n_ff),
+            gate: x_rows("gate", cfg.n_ff),
             up: rows("up", cfg.n_ff),
             logits: ctx.storage("logits", logits_bytes),
             chosen: ctx.storage("chosen token", 4),
@@ -876,21 +885,22 @@ impl Binds {
                 .or_insert_with(|| ctx.uniform_with(label, bytes))
                 .clone()
         };
-        let product = |y_stride: usize, x_from_last: u32| uniforms::Product {
-            x_from_last,
+        let product = |y_stride: usize| uniforms::Product {
             y_stride: y_stride as u32,
-            _pad: [0; 2],
+            _pad: [0; 3],
         };
         let count = |n: usize| uniforms::Count {
             n: n as u32,
             _pad: [0; 3],
         };
-        let norm = uniforms::Norm {
+        let norm = |last_only: u32| uniforms::Norm {
             n: cfg.n_embd as u32,
             eps: cfg.rms_eps,
-            _pad: [0; 2],
+            last_only,
+            _pad: 0,
         };
-        let norm = uniform("rmsnorm params", bytes_of(&norm));
+        let norm_last = uniform("rmsnorm params, last token", bytes_of(&norm(1)));
+        let norm = uniform("rmsnorm params", bytes_of(&norm(0)));
         let rope = |heads: usize| uniforms::Rope {
             n_heads: heads as u32,
             head_dim: cfg.head_dim as u32,
@@ -929,12 +939,11 @@ impl Binds {
             offset: 0,
             size: wgpu::BufferSize::new(DecodeAttention::Q_BINDING_BYTES),
         };
-        let p_q = uniform("q product", bytes_of(&product(cfg.q_dim(), 0)));
-        let p_kv = uniform("kv product", bytes_of(&product(cfg.kv_dim(), 0)));
-        let p_embd = uniform("embd product", bytes_of(&product(cfg.n_embd, 0)));
-        let p_ff = uniform("ffn product", bytes_of(&product(cfg.n_ff, 0)));
-        let p_last = uniform("logits product, last", bytes_of(&product(cfg.vocab, 1)));
-        let p_all = uniform("logits product, all", bytes_of(&product(cfg.vocab, 0)));
+        let p_q = uniform("q product", bytes_of(&product(cfg.q_dim())));
+        let p_kv = uniform("kv product", bytes_of(&product(cfg.kv_dim())));
+        let p_embd = uniform("embd product", bytes_of(&product(cfg.n_embd)));
+        let p_ff = uniform("ffn product", bytes_of(&product(cfg.n_ff)));
+        let p_vocab = uniform("logits product", bytes_of(&product(cfg.vocab)));
         let r_q = uniform("rope q params", bytes_of(&rope(cfg.n_head)));
         let r_k = uniform("rope k params", bytes_of(&rope(cfg.n_kv_head)));
         let c_embd = uniform("count embd", bytes_of(&count(cfg.n_embd)));
@@ -985,49 +994,42 @@ impl Binds {
             })
             .collect();
 
-        // matvec and matmul share one layout, so one bind group serves both
-        let mv = k.matvec.get(w.token_embd.format);
+        let product = |label: &str, params: &GpuBuffer, x: &GpuBuffer, y: &GpuBuffer| {
+            k.bind_product(ctx, label, [&s.step, params, x, y])
+        };
         Self {
             embed: k.embed.get(w.token_embd.format).bind(
                 ctx,
                 "token ids",
                 &[&s.step, &s.ids, &s.x],
             ),
-            q: mv.bind(ctx, "xn -> q", &[&s.step, &p_q, &s.xn, &s.q]),
-            k: mv.bind(ctx, "xn -> k", &[&s.step, &p_kv, &s.xn, &s.k]),
-            v: mv.bind(ctx, "xn -> v", &[&s.step, &p_kv, &s.xn, &s.v]),
+            q: product("xn -> q", &p_q, &s.xn, &s.q),
+            k: product("xn -> k", &p_kv, &s.xn, &s.k),
+            v: product("xn -> v", &p_kv, &s.xn, &s.v),
             rope_q: k.rope.bind(ctx, "q", &[&s.step, &r_q, &s.rope_table, &s.q]),
             rope_k: k.rope.bind(ctx, "k", &[&s.step, &r_k, &s.rope_table, &s.k]),
-            o: mv.bind(
-                ctx,
-                "attention -> projection",
-                &[&s.step, &p_embd, &s.att, &s.proj],
-            ),
+            o: product("attention -> projection", &p_embd, &s.att, &s.proj),
             residual: k
                 .add
                 .bind(ctx, "x += projection", &[&s.step, &c_embd, &s.proj, &s.x]),
-            gate: mv.bind(ctx, "xn -> gate", &[&s.step, &p_ff, &s.xn, &s.gate]),
-            up: mv.bind(ctx, "xn -> up", &[&s.step, &p_ff, &s.xn, &s.up]),
+            gate: product("xn -> gate", &p_ff, &s.xn, &s.gate),
+            up: product("xn -> up", &p_ff, &s.xn, &s.up),
             swiglu: k
                 .swiglu
                 .bind(ctx, "gate, up", &[&s.step, &c_ff, &s.up, &s.gate]),
-            down: mv.bind(
-                ctx,
-                "gate -> projection",
-                &[&s.step, &p_embd, &s.gate, &s.proj],
-            ),
+            down: product("gate -> projection", &p_embd, &s.gate, &s.proj),
             layers,
             output_norm: k.rmsnorm.bind(
                 ctx,
                 "output_norm",
                 &[&s.step, &norm, &s.x, &w.output_norm, &s.xn],
             ),
-            logits_last: mv.bind(
+            output_norm_last: k.rmsnorm.bind(
                 ctx,
-                "xn (last) -> logits",
-                &[&s.step, &p_last, &s.xn, &s.logits],
+                "output_norm, last token",
+                &[&s.step, &norm_last, &s.x, &w.output_norm, &s.xn],
             ),
-            logits_all: mv.bind(ctx, "xn -> logits", &[&s.step, &p_all, &s.xn, &s.logits]),
+            logits: product("xn -> logits", &p_vocab, &s.xn, &s.logits),
             argmax: k
                 .argmax
                 .bind(ctx, "logits", &[&c_vocab, &s.logits, &s.chosen]),

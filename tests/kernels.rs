@@ -6,7 +6,7 @@ mod common;
 use bytemuck::bytes_of;
 use common::{assert_close, gpu, gpu_with, poison, random, read_f32, run};
 use gqa_webgpu::forward::rope_table;
-use gqa_webgpu::gpu::kernels::{DecodeAttention, Grid, Kernels};
+use gqa_webgpu::gpu::kernels::{DecodeAttention, Grid, Kernels, X_UNIFORM_BYTES};
 use gqa_webgpu::gpu::matrix::GpuMatrix;
 use gqa_webgpu::gpu::uniforms::{self, Step};
 use gqa_webgpu::gpu::{ContextOptions, GpuBuffer, GpuContext};
@@ -86,49 +86,37 @@ fn embed_matches_reference_for_every_format() {
     }
 }
 
-/// Runs `y = W x` through [`GpuMatrix::encode_product`] for `tokens` rows of x,
-/// and checks it against the reference.
-fn check_product(
-    ctx: &GpuContext,
-    how: &str,
-    format: WeightFormat,
-    tokens: usize,
-    last_only: bool,
-) {
+/// Runs `y = W x` through [`GpuMatrix::encode_product`] for `tokens` rows of x
+/// (matvec for one, matmul for more), and checks it against the reference.
+fn check_product(ctx: &GpuContext, how: &str, format: WeightFormat, tokens: usize) {
     let mut rng = Rng(100 + tokens as u64);
     let kernels = Kernels::new(ctx, &[format], false);
     let (rows, cols) = (100, 256);
     let (bytes, w) = random_matrix(&mut rng, format, rows, cols);
     let m = GpuMatrix::upload(ctx, &kernels, "w", format, rows, cols, &bytes).unwrap();
     let x = random(&mut rng, tokens * cols, 1.0);
-    let x_buffer = ctx.storage_with("x", bytemuck::cast_slice(&x));
-    let out_rows = if last_only { 1 } else { tokens };
-    let y = ctx.storage_with("y", &poison(out_rows * rows));
+    // poisoned past x, so a product that reads beyond its row fails
+    let x_buffer = ctx.storage_uniform("x", X_UNIFORM_BYTES);
+    ctx.queue
+        .write_buffer(&x_buffer, 0, &poison(X_UNIFORM_BYTES as usize / 4));
+    ctx.queue
+        .write_buffer(&x_buffer, 0, bytemuck::cast_slice(&x));
+    let y = ctx.storage_with("y", &poison(tokens * rows));
     let params = uniforms::Product {
-        x_from_last: last_only as u32,
         y_stride: rows as u32,
-        _pad: [0; 2],
+        _pad: [0; 3],
     };
     let params = ctx.uniform_with("params", bytes_of(&params));
     let step = step(ctx, 0, tokens as u32);
-    let io = kernels
-        .matvec
-        .get(format)
-        .bind(ctx, "test", &[&step, &params, &x_buffer, &y]);
+    let io = kernels.bind_product(ctx, "test", [&step, &params, &x_buffer, &y]);
 
-    run(ctx, |pass| {
-        m.encode_product(&kernels, pass, &io, out_rows as u32)
-    });
+    run(ctx, |pass| m.encode_product(&kernels, pass, &io, tokens as u32));
 
-    let got = read_f32(ctx, &y, out_rows * rows);
-    let x_used = if last_only {
-        &x[(tokens - 1) * cols..]
-    } else {
-        &x[..]
-    };
+    let got = read_f32(ctx, &y, tokens * rows);
+    let x_used = &x[..];
     let what = format!(
         "{} {format:?} ({how}, {tokens} tokens)",
-        if out_rows == 1 { "matvec" } else { "matmul" }
+        if tokens == 1 { "matvec" } else { "matmul" }
     );
     assert_close(
         &what,
@@ -143,9 +131,7 @@ fn check_product(
 fn matvec_matches_reference_for_every_format() {
     for (how, ctx) in contexts() {
         for format in WeightFormat::ALL {
-            check_product(&ctx, how, format, 1, true);
-            // x taken from the last token row of a block, as for the logits of a prompt
-            check_product(&ctx, how, format, 3, true);
+            check_product(&ctx, how, format, 1);
         }
     }
 }
@@ -155,47 +141,53 @@ fn matmul_matches_reference_for_every_format() {
     for (how, ctx) in contexts() {
         for format in WeightFormat::ALL {
             // 11 tokens: one full tile of 8 and a partial one
-            check_product(&ctx, how, format, 11, false);
+            check_product(&ctx, how, format, 11);
         }
     }
 }
 
 #[test]
-fn rmsnorm_matches_reference() {
+fn rmsnorm_matches_reference_for_every_row_and_for_the_last_alone() {
     let ctx = gpu();
     let kernels = Kernels::new(&ctx, &[], false);
     let mut rng = Rng(3);
     let (tokens, n, eps) = (3, 200, 1e-5);
     let x = random(&mut rng, tokens * n, 2.0);
     let w = random(&mut rng, n, 1.0);
-    let x_buffer = ctx.storage_with("x", bytemuck::cast_slice(&x));
-    let w_buffer = ctx.storage_with("w", bytemuck::cast_slice(&w));
-    let out = ctx.storage_with("out", &poison(tokens * n));
-    let params = uniforms::Norm {
-        n: n as u32,
-        eps,
-        _pad: [0; 2],
-    };
-    let params = ctx.uniform_with("params", bytes_of(&params));
-    let step = step(&ctx, 0, tokens as u32);
-    let io = kernels
-        .rmsnorm
-        .bind(&ctx, "test", &[&step, &params, &x_buffer, &w_buffer, &out]);
-
-    run(&ctx, |pass| {
-        kernels
+    let expected = reference::rmsnorm(&x, &w, eps);
+    for last_only in [false, true] {
+        let x_buffer = ctx.storage_with("x", bytemuck::cast_slice(&x));
+        let w_buffer = ctx.storage_with("w", bytemuck::cast_slice(&w));
+        let out = ctx.storage_with("out", &poison(tokens * n));
+        let params = uniforms::Norm {
+            n: n as u32,
+            eps,
+            last_only: last_only as u32,
+            _pad: 0,
+        };
+        let params = ctx.uniform_with("params", bytes_of(&params));
+        let step = step(&ctx, 0, tokens as u32);
+        let io = kernels
             .rmsnorm
-            .dispatch(pass, &[&io], Grid::new(tokens as u32, 1))
-    });
+            .bind(&ctx, "test", &[&step, &params, &x_buffer, &w_buffer, &out]);
+        let workgroups = if last_only { 1 } else { tokens as u32 };
 
-    let got = read_f32(&ctx, &out, tokens * n);
-    assert_close(
-        "rmsnorm",
-        &got,
-        &reference::rmsnorm(&x, &w, eps),
-        ELEMENT_ATOL,
-        ELEMENT_RTOL,
-    );
+        run(&ctx, |pass| {
+            kernels
+                .rmsnorm
+                .dispatch(pass, &[&io], Grid::new(workgroups, 1))
+        });
+
+        // the last token alone lands in row 0, and nothing else is written
+        let got = read_f32(&ctx, &out, tokens * n);
+        if last_only {
+            let last = &expected[(tokens - 1) * n..];
+            assert_close("rmsnorm, last row", &got[..n], last, ELEMENT_ATOL, ELEMENT_RTOL);
+            assert!(got[n..].iter().all(|v| v.is_nan()), "rows past 0 were written");
+        } else {
+            assert_close("rmsnorm", &got, &expected, ELEMENT_ATOL, ELEMENT_RTOL);
+        }
+    }
 }
 
 #[test]

@@ -74,6 +74,10 @@ pub fn full_source(file: &str) -> Option<String> {
 
 /// Invocations per workgroup of the element-wise kernels.
 pub const WORKGROUP: u32 = 64;
+/// The widest x matvec.wgsl reads: its uniform binding of x holds 64 KiB.
+pub const MATVEC_MAX_COLS: u32 = 16384;
+/// Bytes of that binding; a buffer bound as x must have at least as many.
+pub const X_UNIFORM_BYTES: u64 = MATVEC_MAX_COLS as u64 * 4;
 /// Rows of a weight chunk per workgroup of matvec.wgsl: 8 row groups of 4.
 pub const MATVEC_ROWS: u32 = 32;
 /// Rows and tokens per workgroup of matmul.wgsl: 64 invocations of 4 rows.
@@ -275,6 +279,8 @@ pub struct Kernels {
     pub topk: Kernel,
     /// Group 1 of the weight-reading kernels: a chunk's uniform and its words.
     pub weight_layout: wgpu::BindGroupLayout,
+    /// Group 0 of matvec.wgsl and matmul.wgsl (see [`Kernels::bind_product`]).
+    product_layout: wgpu::BindGroupLayout,
     max_per_dim: u32,
     dispatches: Arc<AtomicU64>,
     log: SharedLog,
@@ -305,9 +311,13 @@ impl Kernels {
             ByFormat(map)
         };
         let embed = by_format(&mut builder, "embed", "embed.wgsl", &[Uniform, Read, Write]);
+        // (step, params, x, y, x's first row as uniform): matvec reads the last,
+        // matmul the third, and one bind group serves both
+        let weight_product = [Uniform, Uniform, Read, Write, Uniform];
+        let product_layout = builder.layout(&weight_product);
+        let matvec = by_format(&mut builder, "matvec", "matvec.wgsl", &weight_product);
+        let matmul = by_format(&mut builder, "matmul", "matmul.wgsl", &weight_product);
         let product = [Uniform, Uniform, Read, Write];
-        let matvec = by_format(&mut builder, "matvec", "matvec.wgsl", &product);
-        let matmul = by_format(&mut builder, "matmul", "matmul.wgsl", &product);
         let neox = [("NEOX", if neox { 1.0 } else { 0.0 })];
         Self {
             embed,
@@ -346,6 +356,7 @@ impl Kernels {
             argmax: builder.kernel("argmax", "argmax.wgsl", &[Uniform, Read, Write], None, &[]),
             topk: builder.kernel("topk", "topk.wgsl", &[Uniform, Read, Write], None, &[]),
             weight_layout: weight_layout.clone(),
+            product_layout,
             max_per_dim: ctx.limits.max_compute_workgroups_per_dimension,
             dispatches: builder.dispatches,
             log: builder.log,
@@ -388,6 +399,43 @@ impl Kernels {
             None,
             &[],
         )
+    }
+
+    /// A group-0 bind group of the weight products: `x -> y` with `params` (a
+    /// `Product` uniform). `x` needs UNIFORM usage and [`X_UNIFORM_BYTES`] bytes
+    /// ([`GpuContext::storage_uniform`]): matvec.wgsl reads its first token row
+    /// through a uniform binding, matmul.wgsl every row as storage.
+    pub fn bind_product(
+        &self,
+        ctx: &GpuContext,
+        label: &str,
+        [step, params, x, y]: [&wgpu::Buffer; 4],
+    ) -> wgpu::BindGroup {
+        let x_row = wgpu::BufferBinding {
+            buffer: x,
+            offset: 0,
+            size: wgpu::BufferSize::new(X_UNIFORM_BYTES),
+        };
+        let resources = [
+            step.as_entire_binding(),
+            params.as_entire_binding(),
+            x.as_entire_binding(),
+            y.as_entire_binding(),
+            wgpu::BindingResource::Buffer(x_row),
+        ];
+        let entries: Vec<wgpu::BindGroupEntry> = resources
+            .into_iter()
+            .enumerate()
+            .map(|(i, resource)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource,
+            })
+            .collect();
+        ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&format!("product {label}")),
+            layout: &self.product_layout,
+            entries: &entries,
+        })
     }
 
     /// Compiles decode attention for query heads of `head_dim` in groups of

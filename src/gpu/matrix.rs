@@ -3,7 +3,7 @@
 //! lookup, matrix-vector and matrix-matrix products) goes through here, so the
 //! splitting is invisible to the rest of the engine.
 
-use super::kernels::{Grid, Kernels};
+use super::kernels::{Grid, Kernels, MATVEC_MAX_COLS};
 use super::uniforms::WeightChunk;
 use super::{GpuBuffer, GpuContext};
 use crate::quant::{repack_for_gpu, WeightFormat, BLOCK};
@@ -13,6 +13,9 @@ use crate::quant::{repack_for_gpu, WeightFormat, BLOCK};
 pub enum MatrixError {
     #[error("tensor '{name}': {cols} columns is not a multiple of {BLOCK}")]
     Columns { name: String, cols: usize },
+    #[error("tensor '{name}': rows of {cols} columns are wider than the {MATVEC_MAX_COLS} \
+             a matrix-vector product reads")]
+    TooWide { name: String, cols: usize },
     #[error(
         "tensor '{name}': one row of {row_bytes} bytes exceeds the {limit}-byte binding limit"
     )]
@@ -87,6 +90,12 @@ impl GpuMatrix {
                 cols,
             });
         }
+        if cols > MATVEC_MAX_COLS as usize {
+            return Err(MatrixError::TooWide {
+                name: name.into(),
+                cols,
+            });
+        }
         let row_bytes = cols / BLOCK * format.block_bytes();
         if bytes.len() != rows * row_bytes {
             let expected = rows * row_bytes;
@@ -155,8 +164,8 @@ impl GpuMatrix {
         self.chunks.iter().map(|c| c.buffer.size()).sum()
     }
 
-    /// Records `y = W x` for `n_tokens` token rows: matvec for one token, matmul
-    /// for more. `io` is a group-0 bind group of (step, product params, x, y).
+    /// Records `y = W x` for `n_tokens` token rows: matvec for one token (row 0 of
+    /// x), matmul for more. `io` is from [`Kernels::bind_product`].
     pub fn encode_product(
         &self,
         kernels: &Kernels,

@@ -26,18 +26,18 @@ pub struct WeightChunk {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
 pub struct Product {
-    pub x_from_last: u32, // 1: x is the step's last token row (matvec only)
-    pub y_stride: u32,    // elements between token rows of y: the tensor's rows
-    pub _pad: [u32; 2],
+    pub y_stride: u32, // elements between token rows of y: the tensor's rows
+    pub _pad: [u32; 3],
 }
 
 /// `Params` of rmsnorm.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
 pub struct Norm {
-    pub n: u32,   // elements per row
-    pub eps: f32, // added to the mean square
-    pub _pad: [u32; 2],
+    pub n: u32,         // elements per row
+    pub eps: f32,       // added to the mean square
+    pub last_only: u32, // 1: only the step's last token, written to row 0
+    pub _pad: u32,
 }
 
 /// `Params` of rope.wgsl.

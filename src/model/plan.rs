@@ -4,6 +4,7 @@
 use super::weights::{find, matrices};
 use super::{ModelConfig, ModelError};
 use crate::gguf::GgufFile;
+use crate::gpu::kernels::{DecodeAttention, X_UNIFORM_BYTES};
 use crate::quant::WeightFormat;
 
 /// Bytes of GPU memory by kind.
@@ -39,16 +40,24 @@ impl MemoryPlan {
             largest_binding = largest_binding.max(4 * format.gpu_words(1, cols).0 as u64);
         }
         let layer_cache = f32_bytes(&[cfg.kv_dim(), cfg.max_seq]);
+        // (width, least bytes): what a product reads as x is also bound as a
+        // uniform window, and the queries as decode attention's (src/forward.rs)
+        let x_floor = X_UNIFORM_BYTES;
+        let q_floor = DecodeAttention::Q_BINDING_BYTES;
         let widths = [
-            cfg.n_embd,
-            cfg.n_embd,
-            cfg.q_dim(),
-            cfg.kv_dim(),
-            cfg.kv_dim(),
-        ]
-        .into_iter()
-        .chain([cfg.q_dim(), cfg.n_embd, cfg.n_ff, cfg.n_ff]);
-        let activations = widths.fold(0u64, |n, w| n.saturating_add(f32_bytes(&[block, w])));
+            (cfg.n_embd, 0),
+            (cfg.n_embd, x_floor),
+            (cfg.q_dim(), q_floor),
+            (cfg.kv_dim(), 0),
+            (cfg.kv_dim(), 0),
+            (cfg.q_dim(), x_floor),
+            (cfg.n_embd, 0),
+            (cfg.n_ff, x_floor),
+            (cfg.n_ff, 0),
+        ];
+        let activations = widths.iter().fold(0u64, |n, &(w, floor)| {
+            n.saturating_add(f32_bytes(&[block, w]).max(floor))
+        });
         let logits = f32_bytes(&[block, cfg.vocab]);
         let rope = f32_bytes(&[cfg.max_seq, cfg.head_dim]);
         // the logits also have a staging copy for reading back
