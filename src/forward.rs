@@ -782,7 +782,8 @@ impl Model {
             head.encode_product(k, pass, &b.logits, n);
             return;
         }
-        k.rmsnorm.dispatch(pass, &[&b.output_norm_last], Grid::new(1, 1));
+        k.rmsnorm
+            .dispatch(pass, &[&b.output_norm_last], Grid::new(1, 1));
         head.encode_product(k, pass, &b.logits, 1);
 
         match output {

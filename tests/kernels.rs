@@ -110,7 +110,9 @@ fn check_product(ctx: &GpuContext, how: &str, format: WeightFormat, tokens: usiz
     let step = step(ctx, 0, tokens as u32);
     let io = kernels.bind_product(ctx, "test", [&step, &params, &x_buffer, &y]);
 
-    run(ctx, |pass| m.encode_product(&kernels, pass, &io, tokens as u32));
+    run(ctx, |pass| {
+        m.encode_product(&kernels, pass, &io, tokens as u32)
+    });
 
     let got = read_f32(ctx, &y, tokens * rows);
     let x_used = &x[..];
@@ -182,8 +184,17 @@ fn rmsnorm_matches_reference_for_every_row_and_for_the_last_alone() {
         let got = read_f32(&ctx, &out, tokens * n);
         if last_only {
             let last = &expected[(tokens - 1) * n..];
-            assert_close("rmsnorm, last row", &got[..n], last, ELEMENT_ATOL, ELEMENT_RTOL);
-            assert!(got[n..].iter().all(|v| v.is_nan()), "rows past 0 were written");
+            assert_close(
+                "rmsnorm, last row",
+                &got[..n],
+                last,
+                ELEMENT_ATOL,
+                ELEMENT_RTOL,
+            );
+            assert!(
+                got[n..].iter().all(|v| v.is_nan()),
+                "rows past 0 were written"
+            );
         } else {
             assert_close("rmsnorm", &got, &expected, ELEMENT_ATOL, ELEMENT_RTOL);
         }

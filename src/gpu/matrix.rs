@@ -13,8 +13,10 @@ use crate::quant::{repack_for_gpu, WeightFormat, BLOCK};
 pub enum MatrixError {
     #[error("tensor '{name}': {cols} columns is not a multiple of {BLOCK}")]
     Columns { name: String, cols: usize },
-    #[error("tensor '{name}': rows of {cols} columns are wider than the {MATVEC_MAX_COLS} \
-             a matrix-vector product reads")]
+    #[error(
+        "tensor '{name}': rows of {cols} columns are wider than the {MATVEC_MAX_COLS} \
+             a matrix-vector product reads"
+    )]
     TooWide { name: String, cols: usize },
     #[error(
         "tensor '{name}': one row of {row_bytes} bytes exceeds the {limit}-byte binding limit"
