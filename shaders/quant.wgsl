@@ -99,8 +99,8 @@ fn k_scale_min(at: u32, j: u32) -> vec2<f32> {
     }
     let packed = k_scale_byte(at, j + 4u);
     let scale = (packed & 15u) | ((k_scale_byte(at, j - 4u) >> 6u) << 4u);
-    let min = (packed >> 4u) | ((k_scale_byte(at, j) >> 6u) << 4u);
-    return vec2<f32>(f32(scale), f32(min));
+    let m = (packed >> 4u) | ((k_scale_byte(at, j) >> 6u) << 4u);
+    return vec2<f32>(f32(scale), f32(m));
 }
 
 // Where a 32-element block of a Q4_K/Q5_K superblock lives, in words.

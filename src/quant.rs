@@ -837,6 +837,21 @@ mod tests {
     }
 
     #[test]
+    fn the_refusal_of_other_types_lists_every_format() {
+        let refusal = crate::model::ModelError::TensorType {
+            name: "t".into(),
+            ggml_type: "Q3_K",
+        }
+        .to_string();
+        for format in WeightFormat::ALL {
+            assert!(
+                refusal.contains(format.name()),
+                "{refusal} names {format:?}"
+            );
+        }
+    }
+
+    #[test]
     fn repack_keeps_every_byte() {
         for format in WeightFormat::ALL {
             let cols = 2 * format.block_elements();
