@@ -93,6 +93,8 @@ fn k_scale_byte(at: u32, k: u32) -> u32 {
 // The 6-bit (scale, min) of sub-block `j` of the Q4_K/Q5_K superblock at word
 // `at`: sub-blocks 0-3 in the low 6 bits of bytes j and j + 4; sub-blocks 4-7 in
 // the nibbles of byte j + 4, with their top two bits in bytes j - 4 and j.
+// Not yet: decoding them once per superblock; every block of 32 re-reads up to
+// three scale words and (d, dmin), loads that bound CPU adapters like lavapipe.
 fn k_scale_min(at: u32, j: u32) -> vec2<f32> {
     if j < 4u {
         return vec2<f32>(f32(k_scale_byte(at, j) & 63u), f32(k_scale_byte(at, j + 4u) & 63u));
@@ -143,10 +145,10 @@ fn k_quants(k: KBlock, i: u32) -> vec4<f32> {
 // is two halves of 128 elements; quarter q of a half takes nibble q / 2 of ql
 // bytes 32 * (q % 2) .. + 32 of the half, and bits 2q, 2q + 1 of its qh bytes.
 struct Q6Block {
-    ql: u32,       // the block's 8 words of low bits
-    ql_shift: u32, // 0 or 4
-    qh: u32,       // the block's 8 words of top bits
-    qh_shift: u32, // 0, 2, 4 or 6
+    ql: u32,           // the block's 8 words of low bits
+    ql_shift: u32,     // 0 or 4
+    qh: u32,           // the block's 8 words of top bits
+    qh_shift: u32,     // 0, 2, 4 or 6
     scales: vec2<f32>, // the int8 scales of its two 16-element halves
 }
 
@@ -188,7 +190,8 @@ fn dot_block(row: u32, block: u32, x: ptr<function, Block>, x_sum: f32) -> f32 {
             let at = b * 16u;
             var sum = 0.0;
             for (var i = 0u; i < 8u; i++) {
-                let w = vec4<f32>(f16_pair(weights[at + 2u * i]), f16_pair(weights[at + 2u * i + 1u]));
+                let j = at + 2u * i;
+                let w = vec4<f32>(f16_pair(weights[j]), f16_pair(weights[j + 1u]));
                 sum += dot(w, (*x)[i]);
             }
             return sum;
