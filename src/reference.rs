@@ -3,6 +3,7 @@
 //! so its own rounding error is far below the tolerances the tests use.
 
 use crate::gguf::GgufFile;
+use crate::gpu::matrix::check_columns;
 use crate::model::variants::{kv_projection, with_kv_heads};
 use crate::model::weights::{find, layer_tensor, norm_values};
 use crate::model::{ModelConfig, ModelError};
@@ -234,6 +235,7 @@ impl CpuModel {
                 name: name.into(),
                 ggml_type: info.ggml_type.name(),
             })?;
+            check_columns(name, format, cols)?;
             Ok(Matrix::from_gguf_bytes(
                 format,
                 file.tensor_data(bytes, info)?,

@@ -6,6 +6,7 @@ mod common;
 use common::{assert_close, gpu, gpu_with};
 use gqa_webgpu::gguf::GgufFile;
 use gqa_webgpu::gpu::{ContextOptions, GpuContext};
+use gqa_webgpu::model::MemoryPlan;
 use gqa_webgpu::quant::WeightFormat;
 use gqa_webgpu::reference::CpuModel;
 use gqa_webgpu::synthetic::{Rng, SyntheticSpec};
@@ -46,8 +47,8 @@ fn all_logits(model: &mut Model, tokens: &[u32]) -> Vec<f32> {
 }
 
 /// Prefill in blocks of 16 (so a 40-token prompt takes three submissions)
-/// against the reference, for every position.
-fn check_model(ctx: &GpuContext, spec: &SyntheticSpec, what: &str) {
+/// against the reference, for every position. Returns the model and its file.
+fn check_model(ctx: &GpuContext, spec: &SyntheticSpec, what: &str) -> (Model, Vec<u8>) {
     let bytes = spec.to_gguf();
     let prompt = tokens(40, spec.vocab, spec.seed);
     let mut model = load(ctx, &bytes, 16);
@@ -57,6 +58,7 @@ fn check_model(ctx: &GpuContext, spec: &SyntheticSpec, what: &str) {
     let expected = reference(&bytes).forward(&prompt);
     assert_close(what, &got, &expected, LOGIT_ATOL, LOGIT_RTOL);
     assert_eq!(model.len(), prompt.len());
+    (model, bytes)
 }
 
 #[test]
@@ -75,7 +77,25 @@ fn forward_matches_reference_for_every_weight_format() {
         let mut spec = SyntheticSpec::tiny(8, 2, format);
         spec.embd_format = format;
         spec.tied = format != WeightFormat::Q4_0; // one untied output matrix
-        check_model(&ctx, &spec, &format!("forward, {format:?} weights"));
+        if format.is_k_quant() {
+            // ffn_down's rows are n_ff long: whole superblocks
+            spec.n_ff = 256;
+        }
+        if format == WeightFormat::Q4K {
+            // as in llama.cpp's Q4_K_M files: Q6_K embeddings and output
+            (spec.embd_format, spec.tied) = (WeightFormat::Q6K, false);
+        }
+
+        let (model, bytes) = check_model(&ctx, &spec, &format!("forward, {format:?} weights"));
+
+        // the header alone sizes the weights to the byte
+        let file = GgufFile::parse(&bytes, bytes.len() as u64).unwrap();
+        let plan = MemoryPlan::new(&model.config, &file, 16).unwrap();
+        assert_eq!(
+            plan.weights,
+            model.gpu_bytes().0,
+            "{format:?}: planned weight bytes"
+        );
     }
 }
 

@@ -38,13 +38,20 @@ fn step(ctx: &GpuContext, pos0: u32, n_tokens: u32) -> GpuBuffer {
 }
 
 /// A random matrix in `format`: its GGUF bytes and the values they decode to.
+/// Each 32 elements get their own spread and offset, so that the k-quants'
+/// 6-bit scales and mins take many values, and some blocks are all of one sign.
 fn random_matrix(
     rng: &mut Rng,
     format: WeightFormat,
     rows: usize,
     cols: usize,
 ) -> (Vec<u8>, Matrix) {
-    let bytes = quantize(format, &random(rng, rows * cols, 1.0));
+    let mut values = random(rng, rows * cols, 1.0);
+    for block in values.chunks_mut(32) {
+        let (spread, offset) = (rng.uniform(0.05, 1.0), rng.uniform(-0.5, 0.5));
+        block.iter_mut().for_each(|v| *v = offset + spread * *v);
+    }
+    let bytes = quantize(format, &values);
     let matrix = Matrix::from_gguf_bytes(format, &bytes, rows, cols);
     (bytes, matrix)
 }
@@ -63,7 +70,8 @@ fn embed_matches_reference_for_every_format() {
     for (how, ctx) in contexts() {
         for format in WeightFormat::ALL {
             let kernels = Kernels::new(&ctx, &[format], false);
-            let (vocab, cols) = (70, 96);
+            // two k-quant superblocks per row
+            let (vocab, cols) = (70, if format.is_k_quant() { 512 } else { 96 });
             let (bytes, table) = random_matrix(&mut rng, format, vocab, cols);
             let m =
                 GpuMatrix::upload(&ctx, &kernels, "table", format, vocab, cols, &bytes).unwrap();
@@ -91,7 +99,7 @@ fn embed_matches_reference_for_every_format() {
 fn check_product(ctx: &GpuContext, how: &str, format: WeightFormat, tokens: usize) {
     let mut rng = Rng(100 + tokens as u64);
     let kernels = Kernels::new(ctx, &[format], false);
-    let (rows, cols) = (100, 256);
+    let (rows, cols) = (100, if format.is_k_quant() { 512 } else { 256 });
     let (bytes, w) = random_matrix(&mut rng, format, rows, cols);
     let m = GpuMatrix::upload(ctx, &kernels, "w", format, rows, cols, &bytes).unwrap();
     let x = random(&mut rng, tokens * cols, 1.0);

@@ -633,7 +633,10 @@ fn model_cases() -> Vec<Case> {
     use Refusal::Model;
     let p = Parts::base;
     let u32v = Value::U32;
-    let q6k = vec![0u8; 4 * 210];
+    // four 256-element blocks: of a type no kernel reads, and of one that needs
+    // rows of whole superblocks, which 32 columns are not
+    let q3k = vec![0u8; 4 * 110];
+    let q4k = vec![0u8; 4 * 144];
     let mut cases = vec![
         case!(
             "another architecture",
@@ -798,10 +801,16 @@ fn model_cases() -> Vec<Case> {
             "token_embd.weight"
         ),
         case!(
-            "a Q6_K matrix",
-            p().retype(FFN_UP, &[32, 32], GgmlType::Q6K, q6k).to_bytes(),
+            "a Q3_K matrix",
+            p().retype(FFN_UP, &[32, 32], GgmlType::Q3K, q3k).to_bytes(),
             Model(M::TensorType { .. }),
-            "tensor 'blk.0.ffn_up.weight' is Q6_K"
+            "tensor 'blk.0.ffn_up.weight' is Q3_K"
+        ),
+        case!(
+            "a Q4_K matrix of 32-column rows",
+            p().retype(FFN_UP, &[32, 32], GgmlType::Q4K, q4k).to_bytes(),
+            Model(M::Matrix(_)),
+            "tensor 'blk.0.ffn_up.weight': 32 columns is not a multiple of 256, the Q4_K block"
         ),
         case!(
             "a BF16 matrix",

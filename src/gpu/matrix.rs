@@ -6,13 +6,18 @@
 use super::kernels::{Grid, Kernels, MATVEC_MAX_COLS};
 use super::uniforms::WeightChunk;
 use super::{GpuBuffer, GpuContext};
-use crate::quant::{repack_for_gpu, WeightFormat, BLOCK};
+use crate::quant::{repack_for_gpu, WeightFormat};
 
 /// Why a matrix cannot be placed on the GPU.
 #[derive(Debug, thiserror::Error)]
 pub enum MatrixError {
-    #[error("tensor '{name}': {cols} columns is not a multiple of {BLOCK}")]
-    Columns { name: String, cols: usize },
+    #[error("tensor '{name}': {cols} columns is not a multiple of {block}, the {format} block")]
+    Columns {
+        name: String,
+        cols: usize,
+        format: &'static str,
+        block: usize,
+    },
     #[error(
         "tensor '{name}': rows of {cols} columns are wider than the {MATVEC_MAX_COLS} \
              a matrix-vector product reads"
@@ -33,6 +38,21 @@ pub enum MatrixError {
         bytes: usize,
         expected: usize,
     },
+}
+
+/// Refuses rows that are not a whole number of the format's blocks: the kernels
+/// read whole 32-element blocks, and the k-quants whole 256-element superblocks.
+pub fn check_columns(name: &str, format: WeightFormat, cols: usize) -> Result<(), MatrixError> {
+    let block = format.block_elements();
+    if cols % block != 0 {
+        return Err(MatrixError::Columns {
+            name: name.into(),
+            cols,
+            format: format.name(),
+            block,
+        });
+    }
+    Ok(())
 }
 
 /// One binding's worth of rows.
@@ -86,19 +106,14 @@ impl GpuMatrix {
         cols: usize,
         bytes: &[u8],
     ) -> Result<Self, MatrixError> {
-        if cols % BLOCK != 0 {
-            return Err(MatrixError::Columns {
-                name: name.into(),
-                cols,
-            });
-        }
+        check_columns(name, format, cols)?;
         if cols > MATVEC_MAX_COLS as usize {
             return Err(MatrixError::TooWide {
                 name: name.into(),
                 cols,
             });
         }
-        let row_bytes = cols / BLOCK * format.block_bytes();
+        let row_bytes = format.row_bytes(cols);
         if bytes.len() != rows * row_bytes {
             let expected = rows * row_bytes;
             let format = format.name();

@@ -17,7 +17,7 @@ pub struct Step {
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
 pub struct WeightChunk {
     pub rows: u32,         // rows in this chunk
-    pub cols: u32,         // elements per row, a multiple of 32
+    pub cols: u32,         // elements per row, a multiple of 32 (of 256 for k-quants)
     pub row0: u32,         // the chunk's first row within the whole tensor
     pub scale_offset: u32, // in words: where the scales start
 }

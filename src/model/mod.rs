@@ -33,7 +33,10 @@ pub enum ModelError {
         found: Vec<u64>,
         expected: Vec<u64>,
     },
-    #[error("tensor '{name}' is {ggml_type}, which no kernel reads (F32, F16, Q8_0, Q4_0, Q4_1)")]
+    #[error(
+        "tensor '{name}' is {ggml_type}, which no kernel reads \
+         (F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)"
+    )]
     TensorType {
         name: String,
         ggml_type: &'static str,

@@ -5,6 +5,7 @@ use super::weights::{find, matrices};
 use super::{ModelConfig, ModelError};
 use crate::gguf::GgufFile;
 use crate::gpu::kernels::{DecodeAttention, X_UNIFORM_BYTES};
+use crate::gpu::matrix::check_columns;
 use crate::quant::WeightFormat;
 
 /// Bytes of GPU memory by kind.
@@ -36,6 +37,7 @@ impl MemoryPlan {
                 name: name.clone(),
                 ggml_type: info.ggml_type.name(),
             })?;
+            check_columns(&name, format, cols)?;
             weights = weights.saturating_add(4 * format.gpu_words(rows, cols).0 as u64);
             largest_binding = largest_binding.max(4 * format.gpu_words(1, cols).0 as u64);
         }

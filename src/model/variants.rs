@@ -12,8 +12,8 @@ use std::borrow::Cow;
 use super::weights::{find, format_of, layer_tensor};
 use super::{ModelConfig, ModelError};
 use crate::gguf::GgufFile;
-use crate::gpu::matrix::MatrixError;
-use crate::quant::{dequantize, WeightFormat, BLOCK};
+use crate::gpu::matrix::{check_columns, MatrixError};
+use crate::quant::{dequantize, WeightFormat};
 
 /// How `attn_k` and `attn_v` are reshaped from the trained KV heads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,11 +152,8 @@ pub fn reshape<'a>(
     let hd = cfg.head_dim;
     let trained_rows = cfg.trained_kv_dim();
     let rows = cfg.kv_dim();
-    if cols % BLOCK != 0 {
-        let name = name.into();
-        return Err(MatrixError::Columns { name, cols }.into());
-    }
-    let row_bytes = cols / BLOCK * format.block_bytes();
+    check_columns(name, format, cols)?;
+    let row_bytes = format.row_bytes(cols);
     if bytes.len() != trained_rows * row_bytes {
         return Err(MatrixError::Size {
             name: name.into(),

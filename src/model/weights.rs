@@ -4,7 +4,7 @@ use super::variants::{kv_projection, KvVariant};
 use super::{ModelConfig, ModelError};
 use crate::gguf::{GgmlType, GgufFile, TensorInfo};
 use crate::gpu::kernels::Kernels;
-use crate::gpu::matrix::{GpuMatrix, MatrixError};
+use crate::gpu::matrix::{check_columns, GpuMatrix};
 use crate::gpu::{GpuBuffer, GpuContext};
 use crate::quant::{dequantize, WeightFormat, BLOCK};
 
@@ -93,10 +93,7 @@ pub fn formats(cfg: &ModelConfig, file: &GgufFile) -> Result<Vec<WeightFormat>, 
     let mut formats = Vec::new();
     for (name, rows, cols) in matrices(cfg, file) {
         let mut format = format_of(find(file, &name, &[cols, rows])?)?;
-        // the kernels read whole 32-element blocks of a row, whatever the format
-        if cols % BLOCK != 0 {
-            return Err(MatrixError::Columns { name, cols }.into());
-        }
+        check_columns(&name, format, cols)?;
         if name.ends_with(".attn_k.weight") || name.ends_with(".attn_v.weight") {
             format = KvVariant::of(cfg).format(format);
         }
