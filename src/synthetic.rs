@@ -135,6 +135,18 @@ impl SyntheticSpec {
 
     /// The model as GGUF bytes in a family's layout.
     pub fn to_gguf_as(&self, family: &Family) -> Vec<u8> {
+        self.writer(family, true).to_bytes()
+    }
+
+    /// The header alone of [`SyntheticSpec::to_gguf_as`]'s file, and the length the whole
+    /// file would have; no weights are made, so models of billions of parameters can be
+    /// planned. `None` when a matrix is no whole number of its format's blocks.
+    pub fn header_as(&self, family: &Family) -> Option<(Vec<u8>, u64)> {
+        self.writer(family, false).header_for_sizes()
+    }
+
+    /// The file's writer; without `weights`, the matrices are declared but hold no data.
+    fn writer(&self, family: &Family, weights: bool) -> GgufWriter {
         let mut rng = Rng(self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let head_dim = family.head_dim.unwrap_or(self.n_embd / self.n_head);
         let (q_dim, kv_dim) = (self.n_head * head_dim, self.n_kv_head * head_dim);
@@ -187,15 +199,15 @@ impl SyntheticSpec {
 
         let mut matrix =
             |w: &mut GgufWriter, name: &str, rows: usize, cols: usize, f: WeightFormat| {
+                let dims = [cols as u64, rows as u64];
+                if !weights {
+                    w.add_tensor(name, &dims, f.ggml_type(), Vec::new());
+                    return;
+                }
                 // uniform in ±sqrt(3 / cols): unit variance in, unit variance out
                 let a = (3.0 / cols as f32).sqrt();
                 let values: Vec<f32> = (0..rows * cols).map(|_| rng.uniform(-a, a)).collect();
-                w.add_tensor(
-                    name,
-                    &[cols as u64, rows as u64],
-                    f.ggml_type(),
-                    quantize(f, &values),
-                );
+                w.add_tensor(name, &dims, f.ggml_type(), quantize(f, &values));
             };
         let norm = |w: &mut GgufWriter, name: &str, rng: &mut Rng, n: usize| {
             let values: Vec<f32> = (0..n).map(|_| rng.uniform(0.8, 1.2)).collect();
@@ -218,17 +230,18 @@ impl SyntheticSpec {
         };
 
         let mut embd_rng = Rng(self.seed.wrapping_add(7) | 1);
-        let embd: Vec<f32> = (0..self.vocab * self.n_embd)
-            .map(|_| embd_rng.uniform(-1.0, 1.0))
-            .collect();
+        let embd_data = match weights {
+            true => {
+                let embd: Vec<f32> = (0..self.vocab * self.n_embd)
+                    .map(|_| embd_rng.uniform(-1.0, 1.0))
+                    .collect();
+                quantize(self.embd_format, &embd)
+            }
+            false => Vec::new(),
+        };
         let dims = [self.n_embd as u64, self.vocab as u64];
         let embd_type = self.embd_format.ggml_type();
-        w.add_tensor(
-            "token_embd.weight",
-            &dims,
-            embd_type,
-            quantize(self.embd_format, &embd),
-        );
+        w.add_tensor("token_embd.weight", &dims, embd_type, embd_data);
         let mut norm_rng = Rng(self.seed.wrapping_add(13) | 1);
         for l in 0..self.n_layer {
             let name = |t: &str| format!("blk.{l}.{t}.weight");
@@ -259,7 +272,7 @@ impl SyntheticSpec {
                 self.embd_format,
             );
         }
-        w.to_bytes()
+        w
     }
 }
 
