@@ -344,6 +344,18 @@ fn rope_scale(file: &GgufFile, arch: &str) -> Result<f32, ModelError> {
             });
         }
     }
+    // ggml's rope multiplies every cos and sin by this: a rescaling this engine does not do
+    let attn_key = format!("{arch}.rope.scaling.attn_factor");
+    if file.get(&attn_key).is_some() {
+        let attn_factor = file.get_f32(&attn_key)?;
+        if attn_factor != 1.0 {
+            return Err(ModelError::Invalid {
+                key: attn_key,
+                value: attn_factor.to_string(),
+                why: "only 1 (no rescaling of the rotated values) is supported".into(),
+            });
+        }
+    }
     let factor_keys = [
         format!("{arch}.rope.scaling.factor"),
         format!("{arch}.rope.scale_linear"),
