@@ -320,7 +320,10 @@ fn rope_scaling_other_than_linear_is_refused_and_linear_is_read() {
     let none = with_keys(vec![("rope.scaling.factor".into(), Value::F32(0.0))]);
     assert_eq!(none.unwrap().rope_scale, 1.0);
     let attn = with_keys(vec![("rope.scaling.attn_factor".into(), Value::F32(1.2))]);
-    assert!(attn.unwrap_err().to_string().contains("rope.scaling.attn_factor"));
+    assert!(attn
+        .unwrap_err()
+        .to_string()
+        .contains("rope.scaling.attn_factor"));
     let negative = with_keys(vec![("rope.scaling.factor".into(), Value::F32(-2.0))]);
     assert!(negative
         .unwrap_err()
