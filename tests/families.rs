@@ -442,3 +442,76 @@ fn qwen2_biases_follow_kv_head_variants() {
     let means: Vec<f32> = (0..16).map(|i| i as f32 + 8.0).collect();
     assert_eq!(pooled, means);
 }
+
+/// TinyLlama's files carry a SentencePiece vocabulary: a TinyLlama-layout model with a
+/// tiny one runs from text to text through the engine, BOS first, the greedy tokens those
+/// of the reference, the text their pieces with `▁` as a space.
+#[test]
+fn tinyllama_with_a_sentencepiece_vocabulary_runs_from_text_to_text() {
+    // (text, score, type): <unk>, <s>, </s>, one byte token, then pieces
+    let vocab: &[(&str, f32, i32)] = &[
+        ("<unk>", 0.0, 2),
+        ("<s>", 0.0, 3),
+        ("</s>", 0.0, 3),
+        ("<0x0A>", 0.0, 6),
+        ("\u{2581}", -1.0, 1),
+        ("h", -2.0, 1),
+        ("i", -3.0, 1),
+        ("hi", -0.5, 1),
+        ("\u{2581}hi", -0.1, 1),
+    ];
+    let spec = SyntheticSpec {
+        vocab: vocab.len(),
+        ..spec(32, 4, 8, false)
+    };
+    let model = spec.to_gguf_as(&tinyllama_1_1b().family);
+    let file = parse(&model);
+    let mut w = gqa_webgpu::gguf::GgufWriter::new();
+    for (k, v) in &file.metadata {
+        w.add(k, v.clone());
+    }
+    let array =
+        |f: &dyn Fn(&(&str, f32, i32)) -> Value| Value::Array(vocab.iter().map(f).collect());
+    w.add("tokenizer.ggml.model", Value::String("llama".into()))
+        .add(
+            "tokenizer.ggml.tokens",
+            array(&|t| Value::String(t.0.into())),
+        )
+        .add("tokenizer.ggml.scores", array(&|t| Value::F32(t.1)))
+        .add("tokenizer.ggml.token_type", array(&|t| Value::I32(t.2)))
+        .add("tokenizer.ggml.bos_token_id", Value::U32(1))
+        .add("tokenizer.ggml.eos_token_id", Value::U32(2));
+    for t in &file.tensors {
+        let data = file.tensor_data(&model, t).unwrap().to_vec();
+        w.add_tensor(&t.name, &t.dims, t.ggml_type, data);
+    }
+    let bytes = w.to_bytes();
+    let options = LoadOptions {
+        max_seq: Some(32),
+        ..Default::default()
+    };
+    let mut engine = gqa_webgpu::Engine::load(&gpu(), &bytes, &options).unwrap();
+
+    // "hi hi" with the space prefix is ▁ h i ▁ h i. Only "hi" pairs are tokens at first:
+    // the left one merges (equal scores, leftmost first), which makes "▁hi" (-0.1) a pair
+    // that outranks the other "hi" (-0.5); then that "hi" and its "▁hi". BOS first.
+    let prompt = engine.encode("hi hi", false);
+    assert_eq!(prompt, vec![1, 8, 8]);
+    let options = gqa_webgpu::GenerateOptions {
+        max_tokens: 4,
+        ignore_eos: true,
+        ..Default::default()
+    };
+    let out = pollster::block_on(engine.generate(&prompt, &options, |_, _| true)).unwrap();
+
+    let cpu = CpuModel::from_gguf(&parse(&bytes), &bytes, Some(32)).unwrap();
+    let mut sequence = prompt.clone();
+    for _ in 0..4 {
+        let logits = cpu.forward(&sequence);
+        let last = &logits[(sequence.len() - 1) * vocab.len()..];
+        sequence.push(gqa_webgpu::reference::argmax(last) as u32);
+    }
+    assert_eq!(out.tokens, sequence[3..]);
+    assert_eq!(out.text, engine.tokenizer().decode(&out.tokens));
+    assert_eq!(engine.tokenizer().decode(&[8, 4, 5, 6]), " hi hi");
+}
