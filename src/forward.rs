@@ -16,6 +16,7 @@ use crate::kv_cache::KvCache;
 use crate::model::variants;
 use crate::model::weights::{self, Weights};
 use crate::model::{MemoryPlan, ModelConfig, ModelError};
+use crate::reference::rope_freqs;
 
 /// Choices made when a model is loaded.
 #[derive(Clone, Debug)]
@@ -207,6 +208,8 @@ struct Capture {
 
 struct LayerBinds {
     attn_norm: wgpu::BindGroup,
+    /// q, k and v += their biases (qwen2)
+    qkv_bias: Option<[wgpu::BindGroup; 3]>,
     kv_append: wgpu::BindGroup,
     attention: wgpu::BindGroup,
     /// With decode attention: its bind group for one token over this layer's cache.
@@ -243,14 +246,13 @@ pub struct Model {
     last_gpu: Option<GpuTimes>,
 }
 
-/// (cos, sin) of `pos * base^(-2i / head_dim)` for every position and pair,
-/// computed in f64 so the only rounding is the final one to f32.
-pub fn rope_table(max_seq: usize, head_dim: usize, base: f32) -> Vec<[f32; 2]> {
-    let half = head_dim / 2;
-    let mut table = Vec::with_capacity(max_seq * half);
+/// (cos, sin) of `pos * freqs[i]` for every position and pair `i` of a head (the
+/// frequencies from [`crate::reference::rope_freqs`]: base, linear scaling and Llama 3's
+/// factors), computed in f64 so the only rounding is the final one to f32.
+pub fn rope_table(max_seq: usize, freqs: &[f64]) -> Vec<[f32; 2]> {
+    let mut table = Vec::with_capacity(max_seq * freqs.len());
     for pos in 0..max_seq {
-        for i in 0..half {
-            let freq = f64::from(base).powf(-2.0 * i as f64 / head_dim as f64);
+        for freq in freqs {
             let angle = pos as f64 * freq;
             table.push([angle.cos() as f32, angle.sin() as f32]);
         }
@@ -283,6 +285,8 @@ impl Model {
         let block = options.block.max(1);
         MemoryPlan::new(&cfg, file, block)?.check(ctx.max_binding_bytes())?;
         let formats = weights::formats(&cfg, file)?;
+        let factors = weights::rope_factors(&cfg, file, bytes)?;
+        let freqs = rope_freqs(cfg.head_dim, cfg.rope_base, cfg.rope_scale, &factors);
         let group = cfg.group_size() as u32;
         let split = Kernels::attention_split(group, cfg.head_dim as u32).ok_or_else(|| {
             ModelError::Invalid {
@@ -305,7 +309,7 @@ impl Model {
             progress(LoadPhase::Upload, done, total)
         })?;
         let cache = KvCache::new(ctx, &cfg)?;
-        let scratch = Scratch::new(ctx, &cfg, block, attention.decode.as_ref());
+        let scratch = Scratch::new(ctx, &cfg, block, attention.decode.as_ref(), &freqs);
         let binds = Binds::new(ctx, &kernels, &cfg, &weights, &cache, &scratch, &attention);
         log::info!(
             "model: {} layers, {} heads over {} KV heads, {} MiB of weights, {} MiB of KV cache",
@@ -719,17 +723,21 @@ impl Model {
         let (k, b, w, c) = (&self.kernels, &self.binds, &self.weights, &self.config);
         let (_, splits) = self.attention.split;
         let rows = |width: usize| k.elementwise_grid(n * width as u32);
+        let (q, kv) = (c.q_dim(), c.kv_dim());
 
         // token embeddings -> x
         w.token_embd.encode_embed(k, pass, &b.embed, n);
 
         let capture = self.capture.as_ref().filter(|_| capture);
         for (l, (layer, lb)) in w.layers.iter().zip(&b.layers).enumerate() {
-            // attention: norm, project to q, k, v, rotate q and k
+            // attention: norm, project to q, k, v (plus biases: qwen2), rotate q and k
             k.rmsnorm.dispatch(pass, &[&lb.attn_norm], Grid::new(n, 1));
             layer.wq.encode_product(k, pass, &b.q, n);
             layer.wk.encode_product(k, pass, &b.k, n);
             layer.wv.encode_product(k, pass, &b.v, n);
+            for (bias, width) in lb.qkv_bias.iter().flatten().zip([q, kv, kv]) {
+                k.bias.dispatch(pass, &[bias], rows(width));
+            }
             k.rope.dispatch(pass, &[&b.rope_q], rows(c.q_dim() / 2));
             k.rope.dispatch(pass, &[&b.rope_k], rows(c.kv_dim() / 2));
 
@@ -829,6 +837,7 @@ impl Scratch {
         cfg: &ModelConfig,
         block: usize,
         decode: Option<&DecodeAttention>,
+        rope_freqs: &[f64],
     ) -> Self {
         let rows = |label: &str, width: usize| ctx.storage(label, (block * width * 4) as u64);
         let q_bytes = ((block * cfg.q_dim() * 4) as u64).max(DecodeAttention::Q_BINDING_BYTES);
@@ -839,7 +848,7 @@ impl Scratch {
         let partial_bytes = decode.map_or(4, |d| {
             d.partial_bytes(cfg.n_head as u32, cfg.head_dim as u32, cfg.max_seq as u32)
         });
-        let table = rope_table(cfg.max_seq, cfg.head_dim, cfg.rope_base);
+        let table = rope_table(cfg.max_seq, rope_freqs);
         let logits_bytes = (block * cfg.vocab * 4) as u64;
         Self {
             step: ctx.uniform_with("step", bytes_of(&Step::default())),
@@ -948,6 +957,8 @@ impl Binds {
         let r_q = uniform("rope q params", bytes_of(&rope(cfg.n_head)));
         let r_k = uniform("rope k params", bytes_of(&rope(cfg.n_kv_head)));
         let c_embd = uniform("count embd", bytes_of(&count(cfg.n_embd)));
+        let c_q = uniform("count q", bytes_of(&count(cfg.q_dim())));
+        let c_kv = uniform("count kv", bytes_of(&count(cfg.kv_dim())));
         let c_ff = uniform("count ffn", bytes_of(&count(cfg.n_ff)));
         let c_vocab = uniform("count vocab", bytes_of(&count(cfg.vocab)));
 
@@ -961,6 +972,16 @@ impl Binds {
                         &label("attn_norm"),
                         &[&s.step, &norm, &s.x, &lw.attn_norm, &s.xn],
                     ),
+                    qkv_bias: lw.qkv_bias.as_ref().map(|bias| {
+                        [
+                            (&bias.q, &c_q, &s.q, "q += bias"),
+                            (&bias.k, &c_kv, &s.k, "k += bias"),
+                            (&bias.v, &c_kv, &s.v, "v += bias"),
+                        ]
+                        .map(|(bias, count, out, what)| {
+                            k.bias.bind(ctx, &label(what), &[&s.step, count, bias, out])
+                        })
+                    }),
                     kv_append: k.kv_append.bind(
                         ctx,
                         &label("kv_append"),

@@ -1392,6 +1392,35 @@ impl GgufWriter {
     /// header and each tensor's data are padded with zeros to the alignment.
     pub fn to_bytes(&self) -> Vec<u8> {
         let alignment = self.alignment() as usize;
+        let lengths: Vec<u64> = self.tensors.iter().map(|t| t.data.len() as u64).collect();
+        let mut out = self.header(&lengths);
+        for t in &self.tensors {
+            out.extend_from_slice(&t.data);
+            out.resize(out.len().next_multiple_of(alignment), 0);
+        }
+        out
+    }
+
+    /// The header alone of the file the tensors would make at the sizes their types and
+    /// dims give (the data given to `add_tensor` is not read), and the length of that whole
+    /// file: what a browser reads before it downloads the weights. For models too large to
+    /// write out. `None` when a tensor's size does not follow from its type and dims.
+    pub fn header_for_sizes(&self) -> Option<(Vec<u8>, u64)> {
+        let lengths = self
+            .tensors
+            .iter()
+            .map(|t| t.ggml_type.tensor_bytes(t.dims.iter().product()))
+            .collect::<Option<Vec<u64>>>()?;
+        let header = self.header(&lengths);
+        let alignment = self.alignment();
+        let data: u64 = lengths.iter().map(|n| n.next_multiple_of(alignment)).sum();
+        let file_len = header.len() as u64 + data;
+        Some((header, file_len))
+    }
+
+    /// Everything before the data section, for tensors of `lengths` bytes.
+    fn header(&self, lengths: &[u64]) -> Vec<u8> {
+        let alignment = self.alignment();
         let mut out = Vec::new();
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&self.version.to_le_bytes());
@@ -1403,23 +1432,19 @@ impl GgufWriter {
             write_value(&mut out, value);
         }
 
-        let mut offset = 0usize;
-        for t in &self.tensors {
+        let mut offset = 0u64;
+        for (t, &len) in self.tensors.iter().zip(lengths) {
             write_str(&mut out, &t.name);
             out.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
             for d in &t.dims {
                 out.extend_from_slice(&d.to_le_bytes());
             }
             out.extend_from_slice(&t.ggml_type.to_u32().to_le_bytes());
-            out.extend_from_slice(&(offset as u64).to_le_bytes());
-            offset = (offset + t.data.len()).next_multiple_of(alignment);
+            out.extend_from_slice(&offset.to_le_bytes());
+            offset = (offset + len).next_multiple_of(alignment);
         }
 
-        out.resize(out.len().next_multiple_of(alignment), 0);
-        for t in &self.tensors {
-            out.extend_from_slice(&t.data);
-            out.resize(out.len().next_multiple_of(alignment), 0);
-        }
+        out.resize(out.len().next_multiple_of(alignment as usize), 0);
         out
     }
 }

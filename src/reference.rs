@@ -5,7 +5,7 @@
 use crate::gguf::GgufFile;
 use crate::gpu::matrix::check_columns;
 use crate::model::variants::{kv_projection, with_kv_heads};
-use crate::model::weights::{find, layer_tensor, norm_values};
+use crate::model::weights::{find, layer_tensor, norm_values, qkv_bias_values, rope_factors};
 use crate::model::{ModelConfig, ModelError};
 use crate::quant::{dequantize, WeightFormat};
 
@@ -64,15 +64,30 @@ pub fn matmul(w: &Matrix, x: &[f32]) -> Vec<f32> {
         .collect()
 }
 
-/// Rotates each head of each token row in place; token `t` is at `pos0 + t`.
+/// The angular frequency of each pair `i` of a head, in radians per position:
+/// `scale * base^(-2i / head_dim) / factors[i]`, as llama.cpp's rope computes it.
+/// `scale` is linear RoPE scaling (1: none); `factors` are Llama 3's `rope_freqs`
+/// divisors (empty: none).
+pub fn rope_freqs(head_dim: usize, base: f32, scale: f32, factors: &[f32]) -> Vec<f64> {
+    (0..head_dim / 2)
+        .map(|i| {
+            let factor = factors.get(i).map_or(1.0, |&f| f64::from(f));
+            let theta = f64::from(base).powf(-2.0 * i as f64 / head_dim as f64);
+            f64::from(scale) * theta / factor
+        })
+        .collect()
+}
+
+/// Rotates each head of each token row in place; token `t` is at `pos0 + t`, pair `i`
+/// turns by `(pos0 + t) * freqs[i]` (see [`rope_freqs`]).
 /// `neox`: pairs (i, i + head_dim/2); otherwise adjacent pairs (2i, 2i + 1).
-pub fn rope(x: &mut [f32], head_dim: usize, pos0: usize, base: f32, neox: bool, heads: usize) {
+pub fn rope(x: &mut [f32], head_dim: usize, pos0: usize, freqs: &[f64], neox: bool, heads: usize) {
     let half = head_dim / 2;
     for (t, row) in x.chunks_mut(heads * head_dim).enumerate() {
         let pos = (pos0 + t) as f64;
         for head in row.chunks_mut(head_dim) {
-            for i in 0..half {
-                let angle = pos * f64::from(base).powf(-2.0 * i as f64 / head_dim as f64);
+            for (i, freq) in freqs.iter().enumerate().take(half) {
+                let angle = pos * freq;
                 let (a, b) = if neox {
                     (i, i + half)
                 } else {
@@ -172,6 +187,13 @@ pub fn swiglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
         .collect()
 }
 
+/// `x[t] + bias` for every token row of `x` (rows of `bias.len()`).
+pub fn bias_add(x: &[f32], bias: &[f32]) -> Vec<f32> {
+    x.chunks(bias.len())
+        .flat_map(|row| row.iter().zip(bias).map(|(a, b)| a + b))
+        .collect()
+}
+
 /// `x + y`, element by element.
 pub fn add(x: &[f32], y: &[f32]) -> Vec<f32> {
     x.iter().zip(y).map(|(a, b)| a + b).collect()
@@ -199,6 +221,8 @@ pub struct CpuLayer {
     pub w_gate: Matrix,
     pub w_up: Matrix,
     pub w_down: Matrix,
+    /// Biases of the Q, K and V products (qwen2): `[q_dim]`, `[kv_dim]`, `[kv_dim]`.
+    pub qkv_bias: Option<[Vec<f32>; 3]>,
 }
 
 /// The whole model on the CPU, for reference.
@@ -208,6 +232,8 @@ pub struct CpuModel {
     pub layers: Vec<CpuLayer>,
     pub output_norm: Vec<f32>,
     pub output: Matrix,
+    /// Radians per position of each pair of a head (see [`rope_freqs`]).
+    pub rope_freqs: Vec<f64>,
 }
 
 impl CpuModel {
@@ -263,6 +289,7 @@ impl CpuModel {
                 w_gate: matrix(&t("ffn_gate"), c.n_ff, c.n_embd)?,
                 w_up: matrix(&t("ffn_up"), c.n_ff, c.n_embd)?,
                 w_down: matrix(&t("ffn_down"), c.n_embd, c.n_ff)?,
+                qkv_bias: qkv_bias_values(c, file, bytes, l)?,
             });
         }
         let token_embd = matrix("token_embd.weight", c.vocab, c.n_embd)?;
@@ -270,7 +297,9 @@ impl CpuModel {
             Some(_) => matrix("output.weight", c.vocab, c.n_embd)?,
             None => token_embd.clone(),
         };
+        let factors = rope_factors(c, file, bytes)?;
         Ok(Self {
+            rope_freqs: rope_freqs(c.head_dim, c.rope_base, c.rope_scale, &factors),
             output_norm: norm("output_norm.weight")?,
             config,
             token_embd,
@@ -302,9 +331,13 @@ impl CpuModel {
             let h = rmsnorm(&x, &layer.attn_norm, c.rms_eps);
             let mut q = matmul(&layer.wq, &h);
             let mut k = matmul(&layer.wk, &h);
-            let v = matmul(&layer.wv, &h);
-            rope(&mut q, c.head_dim, 0, c.rope_base, c.rope_neox, c.n_head);
-            rope(&mut k, c.head_dim, 0, c.rope_base, c.rope_neox, c.n_kv_head);
+            let mut v = matmul(&layer.wv, &h);
+            if let Some([bq, bk, bv]) = &layer.qkv_bias {
+                (q, k, v) = (bias_add(&q, bq), bias_add(&k, bk), bias_add(&v, bv));
+            }
+            let freqs = &self.rope_freqs;
+            rope(&mut q, c.head_dim, 0, freqs, c.rope_neox, c.n_head);
+            rope(&mut k, c.head_dim, 0, freqs, c.rope_neox, c.n_kv_head);
             let (k_cache, v_cache) = (to_cache(&k, shape), to_cache(&v, shape));
             let att = attention(&q, &k_cache, &v_cache, shape, 0);
             weights.extend(attention_weights(&q, &k_cache, shape, 0));

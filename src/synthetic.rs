@@ -26,6 +26,40 @@ pub struct SyntheticSpec {
     pub seed: u64,
 }
 
+/// What a model family's files carry beyond [`SyntheticSpec`]'s shapes: the
+/// architecture (and so the key prefix), a head size of its own, Q/K/V biases, RoPE
+/// frequency factors, and the family's other keys as its GGUF files hold them.
+#[derive(Clone, Debug)]
+pub struct Family {
+    /// `general.architecture`, the prefix of the model's keys.
+    pub arch: &'static str,
+    /// Elements per head; `None`: `n_embd / n_head`. Written as `attention.key_length`
+    /// and `value_length` when it differs from that.
+    pub head_dim: Option<usize>,
+    /// Whether the blocks hold `attn_{q,k,v}.bias` (F32).
+    pub qkv_bias: bool,
+    /// The values of `rope_freqs.weight` (F32, `head_dim / 2`); empty: no such tensor.
+    pub rope_freqs: Vec<f32>,
+    pub rms_eps: f32,
+    /// More keys, named without the architecture prefix (`"rope.dimension_count"`).
+    pub keys: Vec<(String, Value)>,
+}
+
+impl Family {
+    /// The `llama` layout the tests' models have always had.
+    pub fn llama(spec: &SyntheticSpec) -> Self {
+        let head_dim = spec.n_embd / spec.n_head.max(1);
+        Self {
+            arch: "llama",
+            head_dim: None,
+            qkv_bias: false,
+            rope_freqs: Vec::new(),
+            rms_eps: 1e-5,
+            keys: vec![("rope.dimension_count".into(), Value::U32(head_dim as u32))],
+        }
+    }
+}
+
 /// The vocabulary of a synthetic model with a tokenizer: three ChatML control
 /// tokens, then one token per byte, GPT-2 style, with no merges.
 pub const BYTE_VOCAB: usize = 3 + 256;
@@ -94,24 +128,52 @@ impl SyntheticSpec {
         }
     }
 
-    /// The model as GGUF bytes.
+    /// The model as GGUF bytes, in the `llama` layout.
     pub fn to_gguf(&self) -> Vec<u8> {
+        self.to_gguf_as(&Family::llama(self))
+    }
+
+    /// The model as GGUF bytes in a family's layout.
+    pub fn to_gguf_as(&self, family: &Family) -> Vec<u8> {
+        self.writer(family, true).to_bytes()
+    }
+
+    /// The header alone of [`SyntheticSpec::to_gguf_as`]'s file, and the length the whole
+    /// file would have; no weights are made, so models of billions of parameters can be
+    /// planned. `None` when a matrix is no whole number of its format's blocks.
+    pub fn header_as(&self, family: &Family) -> Option<(Vec<u8>, u64)> {
+        self.writer(family, false).header_for_sizes()
+    }
+
+    /// The file's writer; without `weights`, the matrices are declared but hold no data.
+    fn writer(&self, family: &Family, weights: bool) -> GgufWriter {
         let mut rng = Rng(self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-        let head_dim = self.n_embd / self.n_head;
+        let head_dim = family.head_dim.unwrap_or(self.n_embd / self.n_head);
         let (q_dim, kv_dim) = (self.n_head * head_dim, self.n_kv_head * head_dim);
         let mut w = GgufWriter::new();
-        w.add("general.architecture", Value::String("llama".into()));
+        let arch = family.arch;
+        w.add("general.architecture", Value::String(arch.into()));
         w.add("general.name", Value::String("synthetic".into()));
         let u32v = |v: usize| Value::U32(v as u32);
-        w.add("llama.block_count", u32v(self.n_layer));
-        w.add("llama.embedding_length", u32v(self.n_embd));
-        w.add("llama.attention.head_count", u32v(self.n_head));
-        w.add("llama.attention.head_count_kv", u32v(self.n_kv_head));
-        w.add("llama.feed_forward_length", u32v(self.n_ff));
-        w.add("llama.context_length", u32v(self.context));
-        w.add("llama.rope.dimension_count", u32v(head_dim));
-        w.add("llama.rope.freq_base", Value::F32(self.rope_base));
-        w.add("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5));
+        let key = |w: &mut GgufWriter, name: &str, value: Value| {
+            w.add(&format!("{arch}.{name}"), value);
+        };
+        key(&mut w, "block_count", u32v(self.n_layer));
+        key(&mut w, "context_length", u32v(self.context));
+        key(&mut w, "embedding_length", u32v(self.n_embd));
+        key(&mut w, "feed_forward_length", u32v(self.n_ff));
+        key(&mut w, "attention.head_count", u32v(self.n_head));
+        key(&mut w, "attention.head_count_kv", u32v(self.n_kv_head));
+        key(&mut w, "rope.freq_base", Value::F32(self.rope_base));
+        let eps = Value::F32(family.rms_eps);
+        key(&mut w, "attention.layer_norm_rms_epsilon", eps);
+        if head_dim != self.n_embd / self.n_head {
+            key(&mut w, "attention.key_length", u32v(head_dim));
+            key(&mut w, "attention.value_length", u32v(head_dim));
+        }
+        for (name, value) in &family.keys {
+            key(&mut w, name, value.clone());
+        }
         if self.tokenizer {
             let specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
             let tokens = specials
@@ -137,15 +199,15 @@ impl SyntheticSpec {
 
         let mut matrix =
             |w: &mut GgufWriter, name: &str, rows: usize, cols: usize, f: WeightFormat| {
+                let dims = [cols as u64, rows as u64];
+                if !weights {
+                    w.add_tensor(name, &dims, f.ggml_type(), Vec::new());
+                    return;
+                }
                 // uniform in ±sqrt(3 / cols): unit variance in, unit variance out
                 let a = (3.0 / cols as f32).sqrt();
                 let values: Vec<f32> = (0..rows * cols).map(|_| rng.uniform(-a, a)).collect();
-                w.add_tensor(
-                    name,
-                    &[cols as u64, rows as u64],
-                    f.ggml_type(),
-                    quantize(f, &values),
-                );
+                w.add_tensor(name, &dims, f.ggml_type(), quantize(f, &values));
             };
         let norm = |w: &mut GgufWriter, name: &str, rng: &mut Rng, n: usize| {
             let values: Vec<f32> = (0..n).map(|_| rng.uniform(0.8, 1.2)).collect();
@@ -153,18 +215,33 @@ impl SyntheticSpec {
             w.add_tensor(name, &[n as u64], crate::gguf::GgmlType::F32, bytes);
         };
 
+        let vector = |w: &mut GgufWriter, name: &str, values: &[f32]| {
+            let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let dims = [values.len() as u64];
+            w.add_tensor(name, &dims, crate::gguf::GgmlType::F32, bytes);
+        };
+        if !family.rope_freqs.is_empty() {
+            vector(&mut w, "rope_freqs.weight", &family.rope_freqs);
+        }
+        let mut bias_rng = Rng(self.seed.wrapping_add(29) | 1);
+        let mut bias = |w: &mut GgufWriter, name: &str, n: usize| {
+            let values: Vec<f32> = (0..n).map(|_| bias_rng.uniform(-1.0, 1.0)).collect();
+            vector(w, name, &values);
+        };
+
         let mut embd_rng = Rng(self.seed.wrapping_add(7) | 1);
-        let embd: Vec<f32> = (0..self.vocab * self.n_embd)
-            .map(|_| embd_rng.uniform(-1.0, 1.0))
-            .collect();
+        let embd_data = match weights {
+            true => {
+                let embd: Vec<f32> = (0..self.vocab * self.n_embd)
+                    .map(|_| embd_rng.uniform(-1.0, 1.0))
+                    .collect();
+                quantize(self.embd_format, &embd)
+            }
+            false => Vec::new(),
+        };
         let dims = [self.n_embd as u64, self.vocab as u64];
         let embd_type = self.embd_format.ggml_type();
-        w.add_tensor(
-            "token_embd.weight",
-            &dims,
-            embd_type,
-            quantize(self.embd_format, &embd),
-        );
+        w.add_tensor("token_embd.weight", &dims, embd_type, embd_data);
         let mut norm_rng = Rng(self.seed.wrapping_add(13) | 1);
         for l in 0..self.n_layer {
             let name = |t: &str| format!("blk.{l}.{t}.weight");
@@ -173,6 +250,12 @@ impl SyntheticSpec {
             matrix(&mut w, &name("attn_q"), q_dim, self.n_embd, f);
             matrix(&mut w, &name("attn_k"), kv_dim, self.n_embd, f);
             matrix(&mut w, &name("attn_v"), kv_dim, self.n_embd, f);
+            if family.qkv_bias {
+                let bias_name = |t: &str| format!("blk.{l}.{t}.bias");
+                bias(&mut w, &bias_name("attn_q"), q_dim);
+                bias(&mut w, &bias_name("attn_k"), kv_dim);
+                bias(&mut w, &bias_name("attn_v"), kv_dim);
+            }
             matrix(&mut w, &name("attn_output"), self.n_embd, q_dim, f);
             norm(&mut w, &name("ffn_norm"), &mut norm_rng, self.n_embd);
             matrix(&mut w, &name("ffn_gate"), self.n_ff, self.n_embd, f);
@@ -189,7 +272,7 @@ impl SyntheticSpec {
                 self.embd_format,
             );
         }
-        w.to_bytes()
+        w
     }
 }
 

@@ -1,4 +1,6 @@
-//! GPT-2-style byte-level BPE tokenizer built from GGUF metadata, encoding as llama.cpp does.
+//! The tokenizers of GGUF files, encoding as llama.cpp does: GPT-2-style byte-level BPE
+//! (`tokenizer.ggml.model = "gpt2"`, below) and SentencePiece-style vocabularies
+//! (`"llama"`, see [`Tokenizer::encode`] and `encode_spm`).
 //!
 //! `encode` follows llama.cpp's `llama_vocab::tokenize` for a `tokenizer.ggml.model = "gpt2"`
 //! vocabulary, in four steps:
@@ -27,8 +29,13 @@ use crate::gguf::GgufFile;
 /// Why a tokenizer could not be built. Messages name the GGUF key or value at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
-    #[error("tokenizer.ggml.model is {0:?}; only \"gpt2\" (byte-level BPE) is supported")]
+    #[error(
+        "tokenizer.ggml.model is {0:?}; supported: \"gpt2\" (byte-level BPE) and \"llama\" \
+         (SentencePiece)"
+    )]
     UnsupportedModel(String),
+    #[error("tokenizer.ggml.scores has {got} entries for {n_vocab} tokens")]
+    ScoreCount { got: usize, n_vocab: usize },
     #[error("tokenizer.ggml.pre is {name:?}, a pre-tokenizer this engine does not know; known: {}",
         known_pre_tokenizers().join(", "))]
     UnknownPreTokenizer { name: String },
@@ -68,8 +75,17 @@ pub struct SpecialIds {
 /// Everything a tokenizer is built from; `Tokenizer::from_gguf` fills it from a file.
 #[derive(Debug, Clone, Default)]
 pub struct TokenizerSpec {
-    /// token texts, indexed by id, in GPT-2's byte alphabet (`Ġ` for a space)
+    /// `tokenizer.ggml.model`: "gpt2" (also when empty) or "llama" (SentencePiece)
+    pub model: String,
+    /// token texts, indexed by id: in GPT-2's byte alphabet (`Ġ` for a space) for "gpt2",
+    /// with `▁` for a space and `<0xAB>` byte tokens for "llama"
     pub tokens: Vec<String>,
+    /// "llama": `tokenizer.ggml.scores`, the higher merged first; empty means all 0
+    pub scores: Vec<f32>,
+    /// "llama": `tokenizer.ggml.add_space_prefix` (default true, as llama.cpp)
+    pub add_space_prefix: Option<bool>,
+    /// "llama": `tokenizer.ggml.unknown_token_id`, the fallback for a byte without a token
+    pub unk: Option<u32>,
     /// BPE merges, highest priority first, each "left right"
     pub merges: Vec<String>,
     /// GGUF token types: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte;
@@ -109,6 +125,19 @@ pub struct Tokenizer {
     eog: Vec<u32>,
     bos: Option<u32>,
     add_bos: bool,
+    /// `Some` for a SentencePiece vocabulary, which encodes by `encode_spm`.
+    spm: Option<Spm>,
+}
+
+/// What a SentencePiece (`"llama"`) vocabulary adds.
+struct Spm {
+    // [n_vocab] merge priority of each token: the highest first
+    scores: Vec<f32>,
+    // [256] the token of each byte: "<0xAB>", or the byte itself where it is an ASCII token,
+    // else the unknown token (llama.cpp would stop with an error there)
+    byte_token: Vec<Option<u32>>,
+    // a space before the text of the start and of each piece after a special token
+    add_space_prefix: bool,
 }
 
 // Token attributes, as llama.cpp derives them from GGUF token types.
@@ -135,11 +164,14 @@ impl Tokenizer {
         let model = file
             .get_str("tokenizer.ggml.model")
             .map_err(|e| gguf_error("tokenizer.ggml.model", e))?;
-        if model != "gpt2" {
+        if model != "gpt2" && model != "llama" {
             return Err(TokenizerError::UnsupportedModel(model.to_string()));
         }
+        let spm = model == "llama";
 
         let pre = match file.get("tokenizer.ggml.pre") {
+            // a SentencePiece vocabulary splits no words: the key means nothing there
+            _ if spm => String::new(),
             Some(_) => file
                 .get_str("tokenizer.ggml.pre")
                 .map_err(|e| gguf_error("tokenizer.ggml.pre", e))?
@@ -158,12 +190,37 @@ impl Tokenizer {
             .into_iter()
             .map(str::to_string)
             .collect();
-        let merges: Vec<String> = file
-            .get_str_array("tokenizer.ggml.merges")
-            .map_err(|e| gguf_error("tokenizer.ggml.merges", e))?
-            .into_iter()
-            .map(str::to_string)
-            .collect();
+        let merges: Vec<String> = match spm {
+            true => Vec::new(),
+            false => file
+                .get_str_array("tokenizer.ggml.merges")
+                .map_err(|e| gguf_error("tokenizer.ggml.merges", e))?
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+        };
+        let scores = match file.get("tokenizer.ggml.scores") {
+            Some(_) if spm => file
+                .get_array("tokenizer.ggml.scores")
+                .map_err(|e| gguf_error("tokenizer.ggml.scores", e))?
+                .iter()
+                .map(|v| match v {
+                    crate::gguf::Value::F32(f) => Ok(*f),
+                    other => Err(TokenizerError::Gguf {
+                        key: "tokenizer.ggml.scores",
+                        message: format!("expected an array of f32, found {other}"),
+                    }),
+                })
+                .collect::<Result<Vec<f32>, _>>()?,
+            _ => Vec::new(),
+        };
+        let add_space_prefix = match file.get("tokenizer.ggml.add_space_prefix") {
+            None => None,
+            Some(value) => Some(value.as_bool().ok_or_else(|| TokenizerError::Gguf {
+                key: "tokenizer.ggml.add_space_prefix",
+                message: format!("expected a bool, found {value}"),
+            })?),
+        };
         let token_types = match file.get("tokenizer.ggml.token_type") {
             Some(_) => file
                 .get_i32_array("tokenizer.ggml.token_type")
@@ -183,11 +240,19 @@ impl Tokenizer {
                 },
             }
         };
-        // llama.cpp gives a "gpt2" vocabulary bos = eos = 11 when the keys are missing
-        let default_id = (tokens.len() > 11).then_some(11);
+        // llama.cpp gives a "gpt2" vocabulary bos = eos = 11 when the keys are missing, a
+        // "llama" one bos 1, eos 2 and unknown 0
+        let default_id = |gpt2: u32, llama: u32| {
+            let id = if spm { llama } else { gpt2 };
+            (tokens.len() > id as usize).then_some(id)
+        };
+        let unk = match spm {
+            true => id("tokenizer.ggml.unknown_token_id")?.or(default_id(0, 0)),
+            false => None,
+        };
         let special = SpecialIds {
-            bos: id("tokenizer.ggml.bos_token_id")?.or(default_id),
-            eos: id("tokenizer.ggml.eos_token_id")?.or(default_id),
+            bos: id("tokenizer.ggml.bos_token_id")?.or(default_id(11, 1)),
+            eos: id("tokenizer.ggml.eos_token_id")?.or(default_id(11, 2)),
             eot: id("tokenizer.ggml.eot_token_id")?,
             eom: id("tokenizer.ggml.eom_token_id")?,
             // the deprecated prefix / suffix / middle keys win, as llama.cpp reads them last
@@ -210,7 +275,11 @@ impl Tokenizer {
         };
 
         Tokenizer::new(TokenizerSpec {
+            model: model.to_string(),
             tokens,
+            scores,
+            add_space_prefix,
+            unk,
             merges,
             token_types,
             pre,
@@ -222,17 +291,23 @@ impl Tokenizer {
     /// Builds a tokenizer from its parts; special ids outside the vocabulary are ignored with
     /// a warning, as llama.cpp ignores them.
     pub fn new(spec: TokenizerSpec) -> Result<Tokenizer, TokenizerError> {
-        let pre = PreTokenizer::by_name(&spec.pre).ok_or_else(|| {
-            TokenizerError::UnknownPreTokenizer {
+        let is_spm = match spec.model.as_str() {
+            "" | "gpt2" => false,
+            "llama" => true,
+            other => return Err(TokenizerError::UnsupportedModel(other.to_string())),
+        };
+        // a SentencePiece vocabulary splits no words: the default's regexes go unused
+        let pre_name = if is_spm { "" } else { spec.pre.as_str() };
+        let pre =
+            PreTokenizer::by_name(pre_name).ok_or_else(|| TokenizerError::UnknownPreTokenizer {
                 name: spec.pre.clone(),
-            }
-        })?;
+            })?;
         let regexes = pre
             .patterns
             .iter()
             .map(|&pattern| {
                 Regex::new(&pin_unicode_age(pattern)).map_err(|e| TokenizerError::Regex {
-                    pre: spec.pre.clone(),
+                    pre: pre_name.to_string(),
                     pattern,
                     message: e.to_string(),
                 })
@@ -249,6 +324,12 @@ impl Tokenizer {
         if !spec.token_types.is_empty() && spec.token_types.len() < n_vocab {
             return Err(TokenizerError::TokenTypeCount {
                 got: spec.token_types.len(),
+                n_vocab,
+            });
+        }
+        if is_spm && !spec.scores.is_empty() && spec.scores.len() < n_vocab {
+            return Err(TokenizerError::ScoreCount {
+                got: spec.scores.len(),
                 n_vocab,
             });
         }
@@ -305,7 +386,26 @@ impl Tokenizer {
                 }
             })
             .collect();
-        let (piece_bytes, piece_offsets) = decoded_pieces(&texts, &attrs);
+        let (piece_bytes, piece_offsets) = decoded_pieces(&texts, &attrs, is_spm);
+        let spm = is_spm.then(|| {
+            let unk = spec.unk.filter(|&id| (id as usize) < n_vocab);
+            let byte_token = (0..=255u8)
+                .map(|b| {
+                    let hex = token_to_id.get(&format!("<0x{b:02X}>"));
+                    let ascii = b
+                        .is_ascii()
+                        .then(|| token_to_id.get(&char::from(b).to_string()));
+                    hex.or(ascii.flatten()).copied().or(unk)
+                })
+                .collect();
+            let mut scores = spec.scores;
+            scores.resize(n_vocab, 0.0);
+            Spm {
+                scores,
+                byte_token,
+                add_space_prefix: spec.add_space_prefix.unwrap_or(true),
+            }
+        });
 
         Ok(Tokenizer {
             regexes,
@@ -319,8 +419,12 @@ impl Tokenizer {
             piece_offsets,
             eog,
             bos: special.bos,
-            add_bos: spec.add_bos.unwrap_or(pre.add_bos),
-            pre_name: if spec.pre.is_empty() {
+            // llama.cpp's SentencePiece vocabularies add BOS unless the file says not to
+            add_bos: spec.add_bos.unwrap_or(is_spm || pre.add_bos),
+            spm,
+            pre_name: if is_spm {
+                "none (SentencePiece)".to_string()
+            } else if spec.pre.is_empty() {
                 "default".to_string()
             } else {
                 spec.pre
@@ -332,8 +436,35 @@ impl Tokenizer {
     /// Token ids of `text`, without BOS. With `parse_special`, the text of a control token
     /// such as "<|im_start|>" becomes that token (llama.cpp's `special = true`); without it,
     /// that text is tokenized as ordinary text. User-defined tokens are always recognised.
+    ///
+    /// A SentencePiece vocabulary, as llama.cpp's `llm_tokenizer_spm`: each text fragment
+    /// left between special tokens has its spaces written `▁`, and a `▁` put before it
+    /// when it starts the text or follows a special token (with `add_space_prefix`), then
+    /// is encoded whole by [`Tokenizer::encode_spm`].
     pub fn encode(&self, text: &str, parse_special: bool) -> Vec<u32> {
         let mut ids = Vec::with_capacity(text.len() / 3 + 1);
+        if let Some(spm) = &self.spm {
+            let mut after_special = true;
+            for fragment in self.partition_specials(text, parse_special) {
+                match fragment {
+                    Fragment::Token(id) => {
+                        ids.push(id);
+                        after_special = true;
+                    }
+                    Fragment::Text(range) => {
+                        let prefix = if spm.add_space_prefix && after_special {
+                            SPM_SPACE
+                        } else {
+                            ""
+                        };
+                        let escaped = format!("{prefix}{}", text[range].replace(' ', SPM_SPACE));
+                        self.encode_spm(spm, &escaped, &mut ids);
+                        after_special = false;
+                    }
+                }
+            }
+            return ids;
+        }
         for fragment in self.partition_specials(text, parse_special) {
             match fragment {
                 Fragment::Token(id) => ids.push(id),
@@ -559,6 +690,74 @@ impl Tokenizer {
         }
     }
 
+    /// SentencePiece merging of one escaped fragment: its characters start as symbols;
+    /// the adjacent pair whose joined text is the token of the highest score merges first,
+    /// the leftmost among equal scores, until no pair is a token. A symbol left that is not
+    /// a token (a single character) becomes the tokens of its UTF-8 bytes.
+    fn encode_spm(&self, spm: &Spm, text: &str, out: &mut Vec<u32>) {
+        // Symbol i starts at character i and grows rightwards, as in `encode_word`; `piece`
+        // is unused here, the text is looked up instead.
+        let starts: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
+        let mut symbols: Vec<Symbol> = starts
+            .iter()
+            .enumerate()
+            .map(|(i, &start)| Symbol {
+                len: (starts.get(i + 1).copied().unwrap_or(text.len()) - start) as u32,
+                piece: start as u32,
+                prev: i.wrapping_sub(1),
+                next: i + 1,
+            })
+            .collect();
+        let mut queue = BinaryHeap::new();
+        let push = |symbols: &[Symbol], left: usize, right: usize, queue: &mut BinaryHeap<_>| {
+            let start = symbols[left].piece as usize;
+            let len = (symbols[left].len + symbols[right].len) as usize;
+            if let Some(&id) = self.token_to_id.get(&text[start..start + len]) {
+                queue.push(SpmPair {
+                    score: spm.scores[id as usize],
+                    left: Reverse(left),
+                    right,
+                    len: len as u32,
+                });
+            }
+        };
+        for right in 1..symbols.len() {
+            push(&symbols, right - 1, right, &mut queue);
+        }
+
+        while let Some(pair) = queue.pop() {
+            let (Reverse(left), right) = (pair.left, pair.right);
+            // stale when either side merged since: their lengths no longer add up
+            let (l, r) = (symbols[left].len, symbols[right].len);
+            if l == 0 || r == 0 || l + r != pair.len {
+                continue;
+            }
+            let after = symbols[right].next;
+            symbols[left].len += r;
+            symbols[left].next = after;
+            symbols[right].len = 0;
+            if after < symbols.len() {
+                symbols[after].prev = left;
+                push(&symbols, left, after, &mut queue);
+            }
+            let before = symbols[left].prev;
+            if before < symbols.len() {
+                push(&symbols, before, left, &mut queue);
+            }
+        }
+
+        let mut i = 0;
+        while i < symbols.len() {
+            let (start, len) = (symbols[i].piece as usize, symbols[i].len as usize);
+            let piece = &text[start..start + len];
+            match self.token_to_id.get(piece) {
+                Some(&id) => out.push(id),
+                None => out.extend(piece.bytes().filter_map(|b| spm.byte_token[b as usize])),
+            }
+            i = symbols[i].next;
+        }
+    }
+
     fn queue_pair(
         &self,
         symbols: &[Symbol],
@@ -670,6 +869,41 @@ struct Pair {
     left_len: u32,
     right_len: u32,
     merged: u32,
+}
+
+/// SentencePiece's stand-in for a space, U+2581.
+const SPM_SPACE: &str = "\u{2581}";
+
+/// A SentencePiece pair that would merge into a token; ordered as llama.cpp's queue pops:
+/// the highest score first, then the leftmost.
+struct SpmPair {
+    score: f32,
+    left: Reverse<usize>,
+    right: usize,
+    // bytes of the two symbols together when queued
+    len: u32,
+}
+
+impl PartialEq for SpmPair {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for SpmPair {}
+
+impl PartialOrd for SpmPair {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SpmPair {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.score
+            .total_cmp(&other.score)
+            .then(self.left.cmp(&other.left))
+    }
 }
 
 /// One of llama.cpp's `LLAMA_VOCAB_PRE_TYPE_*`, reduced to what encoding needs.
@@ -1104,12 +1338,15 @@ fn build_merges(
 }
 
 /// Every token's bytes back to back, with offsets (see `Tokenizer::token_bytes`).
-fn decoded_pieces(texts: &[String], attrs: &[u8]) -> (Vec<u8>, Vec<u32>) {
+fn decoded_pieces(texts: &[String], attrs: &[u8], spm: bool) -> (Vec<u8>, Vec<u32>) {
     let mut bytes = Vec::new();
     let mut offsets = Vec::with_capacity(texts.len() + 1);
     offsets.push(0);
     for (text, &attr) in texts.iter().zip(attrs) {
-        if attr & (ATTR_CONTROL | ATTR_UNKNOWN | ATTR_USER_DEFINED) != 0 {
+        if spm && attr & (ATTR_NORMAL | ATTR_USER_DEFINED) != 0 {
+            // SentencePiece writes a space as U+2581; the rest is the text itself
+            bytes.extend_from_slice(text.replace(SPM_SPACE, " ").as_bytes());
+        } else if attr & (ATTR_CONTROL | ATTR_UNKNOWN | ATTR_USER_DEFINED) != 0 {
             bytes.extend_from_slice(text.as_bytes());
         } else if attr & ATTR_NORMAL != 0 {
             for c in text.chars() {

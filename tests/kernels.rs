@@ -209,15 +209,25 @@ fn rmsnorm_matches_reference_for_every_row_and_for_the_last_alone() {
     }
 }
 
+/// Both rotations, plain and with what Llama 3 adds: linear position scaling and a
+/// frequency divisor per pair (`rope_freqs.weight`), which enter through the table.
 #[test]
-fn rope_matches_reference_in_both_conventions() {
+fn rope_matches_reference_in_both_conventions_and_with_frequency_factors() {
     let ctx = gpu();
     let mut rng = Rng(5);
     let (tokens, heads, head_dim, pos0, base) = (5, 3, 16, 7, 10_000.0);
-    for neox in [false, true] {
+    let factors: Vec<f32> = (0..head_dim / 2).map(|i| 1.0 + i as f32 * 1.5).collect();
+    let plain = reference::rope_freqs(head_dim, base, 1.0, &[]);
+    let llama3 = reference::rope_freqs(head_dim, base, 0.25, &factors);
+    for (neox, freqs, what) in [
+        (false, &plain, "rope (adjacent pairs)"),
+        (true, &plain, "rope (neox)"),
+        (false, &llama3, "rope (adjacent pairs, scaled, factors)"),
+        (true, &llama3, "rope (neox, scaled, factors)"),
+    ] {
         let kernels = Kernels::new(&ctx, &[], neox);
         let x = random(&mut rng, tokens * heads * head_dim, 1.0);
-        let table = rope_table(32, head_dim, base);
+        let table = rope_table(32, freqs);
         let table = ctx.storage_with("table", bytemuck::cast_slice(&table));
         let qk = ctx.storage_with("qk", bytemuck::cast_slice(&x));
         let params = uniforms::Rope {
@@ -240,14 +250,30 @@ fn rope_matches_reference_in_both_conventions() {
 
         let got = read_f32(&ctx, &qk, x.len());
         let mut expected = x.clone();
-        reference::rope(&mut expected, head_dim, pos0, base, neox, heads);
-        let what = if neox {
-            "rope (neox)"
-        } else {
-            "rope (adjacent pairs)"
-        };
+        reference::rope(&mut expected, head_dim, pos0, freqs, neox, heads);
         assert_close(what, &got, &expected, ELEMENT_ATOL, ELEMENT_RTOL);
     }
+}
+
+/// The frequencies llama.cpp's rope uses: `scale * base^(-2i/d) / factor[i]`, checked on
+/// values worked by hand rather than by the same formula.
+#[test]
+fn rope_frequencies_follow_base_scale_and_factors() {
+    // head 4, base 100: theta_0 = 1, theta_1 = 100^(-2/4) = 0.1
+    let plain = reference::rope_freqs(4, 100.0, 1.0, &[]);
+    // linear factor 4 (scale 1/4), factors 2 and 8: 1 / 4 / 2 and 0.1 / 4 / 8
+    let llama3 = reference::rope_freqs(4, 100.0, 0.25, &[2.0, 8.0]);
+
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+    assert!(close(plain[0], 1.0) && close(plain[1], 0.1), "{plain:?}");
+    assert!(
+        close(llama3[0], 0.125) && close(llama3[1], 0.003125),
+        "{llama3:?}"
+    );
+    // the table holds (cos, sin) of pos * freq: position 3, pair 1 turns by 0.3 radians
+    let table = rope_table(4, &plain);
+    let [cos, sin] = table[3 * 2 + 1];
+    assert!((cos - 0.3f32.cos()).abs() < 1e-7 && (sin - 0.3f32.sin()).abs() < 1e-7);
 }
 
 #[test]
@@ -517,6 +543,43 @@ fn swiglu_and_add_match_reference() {
         let got = read_f32(&ctx, &in_out, a.len());
         assert_close(name, &got, &expected, ELEMENT_ATOL, ELEMENT_RTOL);
     }
+}
+
+/// qwen2's bias add: the same bias on every token row, written in place.
+#[test]
+fn bias_add_matches_reference_on_every_token_row() {
+    let ctx = gpu();
+    let kernels = Kernels::new(&ctx, &[], false);
+    let mut rng = Rng(10);
+    let (tokens, n) = (3, 200);
+    let x = random(&mut rng, tokens * n, 2.0);
+    let bias = random(&mut rng, n, 1.0);
+    let params = uniforms::Count {
+        n: n as u32,
+        _pad: [0; 3],
+    };
+    let params = ctx.uniform_with("params", bytes_of(&params));
+    let step = step(&ctx, 4, tokens as u32);
+    // one more row than the step's tokens, of a sentinel the kernel must leave alone
+    // (not NaN: NaN plus a bias is NaN, so a stray write would not show)
+    let mut bytes = bytemuck::cast_slice(&x).to_vec();
+    bytes.extend(bytemuck::cast_slice(&vec![7.0f32; n]));
+    let in_out = ctx.storage_with("x", &bytes);
+    let bias_buffer = ctx.storage_with("bias", bytemuck::cast_slice(&bias));
+    let io = kernels
+        .bias
+        .bind(&ctx, "test", &[&step, &params, &bias_buffer, &in_out]);
+
+    let grid = kernels.elementwise_grid((tokens * n) as u32);
+    run(&ctx, |pass| kernels.bias.dispatch(pass, &[&io], grid));
+
+    let got = read_f32(&ctx, &in_out, (tokens + 1) * n);
+    let expected = reference::bias_add(&x, &bias);
+    assert_close("bias add", &got[..tokens * n], &expected, EXACT, 0.0);
+    assert!(
+        got[tokens * n..].iter().all(|&v| v == 7.0),
+        "wrote past the step's rows"
+    );
 }
 
 #[test]

@@ -601,11 +601,19 @@ fn tokenizer_cases() -> Vec<Case> {
             "tokenizer.ggml.tokens"
         ),
         case!(
-            "a SentencePiece tokenizer",
-            p().set("tokenizer.ggml.model", Value::String("llama".into()))
+            "a tokenizer model this engine does not read",
+            p().set("tokenizer.ggml.model", Value::String("t5".into()))
                 .to_bytes(),
             Tokenizer(T::UnsupportedModel(_)),
             "tokenizer.ggml.model"
+        ),
+        case!(
+            "SentencePiece scores that are not f32",
+            p().set("tokenizer.ggml.model", Value::String("llama".into()))
+                .set("tokenizer.ggml.scores", Value::Array(vec![Value::I32(1)]))
+                .to_bytes(),
+            Tokenizer(T::Gguf { .. }),
+            "tokenizer.ggml.scores"
         ),
         case!(
             "an unknown pre-tokenizer",

@@ -435,20 +435,160 @@ fn missing_merges_key_is_an_error_that_names_it() {
 }
 
 #[test]
-fn sentencepiece_vocabulary_is_refused() {
+fn other_tokenizer_models_are_refused_by_name() {
     let mut w = GgufWriter::new();
-    w.add("tokenizer.ggml.model", Value::String("llama".into()));
+    w.add("tokenizer.ggml.model", Value::String("t5".into()));
     let bytes = w.to_bytes();
     let file = GgufFile::parse(&bytes, bytes.len() as u64).unwrap();
 
     let err = Tokenizer::from_gguf(&file)
         .err()
-        .expect("only gpt2 vocabularies are supported");
+        .expect("only gpt2 and llama vocabularies are supported");
 
     assert!(
-        matches!(err, TokenizerError::UnsupportedModel(ref m) if m == "llama"),
+        matches!(err, TokenizerError::UnsupportedModel(ref m) if m == "t5"),
         "{err:?}"
     );
+}
+
+// ---- SentencePiece ("llama") vocabularies ----
+
+/// A tiny SentencePiece vocabulary as TinyLlama's file lays it out: `<unk>`, `<s>`, `</s>`,
+/// byte tokens (here only three of the 256), then pieces with scores, `▁` for a space.
+/// (id, text, score, GGUF token type)
+const SPM_VOCAB: &[(&str, f32, i32)] = &[
+    ("<unk>", 0.0, 2),      // 0
+    ("<s>", 0.0, 3),        // 1
+    ("</s>", 0.0, 3),       // 2
+    ("<0x0A>", 0.0, 6),     // 3
+    ("<0xC3>", 0.0, 6),     // 4
+    ("<0xA9>", 0.0, 6),     // 5
+    ("\u{2581}", -1.0, 1),  // 6 ▁
+    ("h", -2.0, 1),         // 7
+    ("e", -3.0, 1),         // 8
+    ("l", -4.0, 1),         // 9
+    ("o", -5.0, 1),         // 10
+    ("w", -6.0, 1),         // 11
+    ("r", -7.0, 1),         // 12
+    ("d", -8.0, 1),         // 13
+    ("ll", -0.5, 1),        // 14
+    ("he", -1.0, 1),        // 15
+    ("hell", -1.5, 1),      // 16
+    ("lo", -0.2, 1),        // 17
+    ("\u{2581}w", -0.1, 1), // 18 ▁w
+];
+
+fn spm_gguf(extra: &[(&str, Value)]) -> Vec<u8> {
+    let mut w = GgufWriter::new();
+    let strings = SPM_VOCAB
+        .iter()
+        .map(|t| Value::String(t.0.into()))
+        .collect();
+    w.add("tokenizer.ggml.model", Value::String("llama".into()))
+        .add("tokenizer.ggml.tokens", Value::Array(strings))
+        .add(
+            "tokenizer.ggml.scores",
+            Value::Array(SPM_VOCAB.iter().map(|t| Value::F32(t.1)).collect()),
+        )
+        .add(
+            "tokenizer.ggml.token_type",
+            Value::Array(SPM_VOCAB.iter().map(|t| Value::I32(t.2)).collect()),
+        )
+        .add("tokenizer.ggml.bos_token_id", Value::U32(1))
+        .add("tokenizer.ggml.eos_token_id", Value::U32(2))
+        .add("tokenizer.ggml.unknown_token_id", Value::U32(0));
+    for (key, value) in extra {
+        w.add(key, value.clone());
+    }
+    w.to_bytes()
+}
+
+fn spm(extra: &[(&str, Value)]) -> Tokenizer {
+    let bytes = spm_gguf(extra);
+    Tokenizer::from_gguf(&GgufFile::parse(&bytes, bytes.len() as u64).unwrap()).unwrap()
+}
+
+#[test]
+fn sentencepiece_merges_the_highest_score_first() {
+    let tok = spm(&[]);
+
+    // "hello" gets the space prefix: ▁ h e l l o. The pairs that are tokens: he (-1.0),
+    // ll (-0.5), lo (-0.2). lo scores highest and merges first although ll is further
+    // left; that makes ll stale (its right symbol grew), and "llo" is no token. Then he
+    // merges; "▁he" and "hel" are no tokens. So ▁ he l lo, and never "hell".
+    assert_eq!(tok.encode("hello", false), vec![6, 15, 9, 17]);
+    // "lll": ▁ l l l, two ll pairs of equal score: the leftmost merges, then "lll" is no
+    // token and "▁l" neither: ▁ ll l
+    assert_eq!(tok.encode("lll", false), vec![6, 14, 9]);
+    // spaces become ▁ inside the text too: ▁ h e l l o ▁ w o r l d. ▁w (-0.1) merges
+    // first, then lo (-0.2), then he (-1.0); "o▁w", "▁wo", "wo", "or", "rl", "ld" are no
+    // tokens.
+    assert_eq!(
+        tok.encode("hello world", false),
+        vec![6, 15, 9, 17, 18, 10, 12, 9, 13]
+    );
+}
+
+#[test]
+fn sentencepiece_spells_unknown_characters_as_byte_tokens() {
+    let tok = spm(&[]);
+
+    // é is no token: its UTF-8 bytes C3 A9 become <0xC3> <0xA9>; "\n" is <0x0A>
+    assert_eq!(tok.encode("hé", false), vec![6, 7, 4, 5]);
+    assert_eq!(tok.encode("h\n", false), vec![6, 7, 3]);
+    // "z" has neither a token nor a byte token: llama.cpp stops with an error there, this
+    // engine gives the unknown token
+    assert_eq!(tok.encode("z", false), vec![6, 0]);
+    // decoding gives the text back with ▁ as a space (the prefix's space included)
+    assert_eq!(
+        tok.decode(&[6, 15, 9, 17, 18, 10, 12, 9, 13]),
+        " hello world"
+    );
+    assert_eq!(tok.decode(&[6, 7, 4, 5, 3]), " hé\n");
+}
+
+#[test]
+fn sentencepiece_space_prefix_follows_special_tokens_and_the_key() {
+    let tok = spm(&[]);
+
+    // <s> is cut out with parse_special; the text after a special token gets the prefix
+    // again: <s> then ▁ he l lo
+    assert_eq!(tok.encode("<s>hello", true), vec![1, 6, 15, 9, 17]);
+    // text after text does not: "hello" then </s> then "he" -> ... </s> ▁ he
+    assert_eq!(
+        tok.encode("hello</s>he", true),
+        vec![6, 15, 9, 17, 2, 6, 15]
+    );
+    // SentencePiece vocabularies add BOS when the file does not say otherwise
+    assert!(tok.add_bos());
+    assert_eq!((tok.bos_id(), tok.eog_ids()), (Some(1), &[2][..]));
+
+    let bare = spm(&[
+        ("tokenizer.ggml.add_space_prefix", Value::Bool(false)),
+        ("tokenizer.ggml.add_bos_token", Value::Bool(false)),
+    ]);
+    // no ▁ before "hello": h e l l o -> lo, then he: he l lo
+    assert_eq!(bare.encode("hello", false), vec![15, 9, 17]);
+    assert!(!bare.add_bos());
+}
+
+#[test]
+fn sentencepiece_scores_of_the_wrong_length_are_refused() {
+    let bytes = spm_gguf(&[]);
+    let file = GgufFile::parse(&bytes, bytes.len() as u64).unwrap();
+    let mut w = GgufWriter::new();
+    for (key, value) in &file.metadata {
+        match key.as_str() {
+            "tokenizer.ggml.scores" => w.add(key, Value::Array(vec![Value::F32(0.0); 3])),
+            _ => w.add(key, value.clone()),
+        };
+    }
+    let bytes = w.to_bytes();
+
+    let err = Tokenizer::from_gguf(&GgufFile::parse(&bytes, bytes.len() as u64).unwrap());
+
+    let err = err.err().expect("3 scores for 19 tokens");
+    assert!(err.to_string().contains("tokenizer.ggml.scores"), "{err}");
 }
 
 #[test]
@@ -502,4 +642,68 @@ fn stream_decoder_replaces_each_invalid_sequence_once() {
     assert_eq!(stream.push(&tok, 0x82), "");
     assert_eq!(stream.finish(), "\u{FFFD}");
     assert_eq!(stream.finish(), "");
+}
+
+// ---- the pre-tokenizers of Llama 3 and Qwen2 on a tiny vocabulary ----
+
+#[test]
+fn llama_bpe_groups_digits_by_three_and_takes_whole_word_tokens() {
+    // 256 byte tokens (id = byte: digits are 48..), then "12" (256), "123" (257), "ab"
+    // (258); merges build "12" and "123", none builds "ab"
+    let extra = [("12", 1), ("123", 1), ("ab", 1)];
+    let tok = Tokenizer::new(tiny_spec("llama-bpe", &extra, &["1 2", "12 3"])).unwrap();
+
+    // Llama 3's regex takes digits in runs of at most three: "123" "45". "123" is itself
+    // a token (llama.cpp's ignore_merges takes it whole); "45" has no merge: 4, 5
+    assert_eq!(tok.encode("12345", false), vec![257, 52, 53]);
+    // "ab" is a token no merge reaches: taken whole, as a word that is a token
+    assert_eq!(tok.encode("ab", false), vec![258]);
+    // Llama 3 files start prompts with BOS unless they say otherwise
+    assert!(tok.add_bos());
+}
+
+#[test]
+fn qwen2_splits_every_digit_and_merges_words() {
+    let extra = [("12", 1), ("123", 1), ("ab", 1)];
+    let tok = Tokenizer::new(tiny_spec("qwen2", &extra, &["1 2", "12 3"])).unwrap();
+
+    // Qwen2's regex makes each digit a word of its own, so "12" never forms
+    assert_eq!(tok.encode("12345", false), vec![49, 50, 51, 52, 53]);
+    // no ignore_merges: "ab" without a merge stays two bytes
+    assert_eq!(tok.encode("ab", false), vec![97, 98]);
+    assert!(!tok.add_bos());
+}
+
+/// Vocabularies of Qwen2's size (152064 tokens) build and encode: the tiny vocabularies
+/// above padded with filler tokens no text here can form, the same ids out.
+#[test]
+fn vocabularies_of_152k_tokens_build_and_encode() {
+    const QWEN2_VOCAB: usize = 152_064;
+    let filler = |from: usize| (from..QWEN2_VOCAB).map(|i| format!("x{i}"));
+
+    let mut bpe = tiny_spec("qwen2", &[("12", 1)], &["1 2"]);
+    bpe.tokens.extend(filler(bpe.tokens.len()));
+    bpe.token_types.resize(QWEN2_VOCAB, 1);
+    let bpe = Tokenizer::new(bpe).unwrap();
+    assert_eq!(bpe.vocab_size(), QWEN2_VOCAB);
+    assert_eq!(bpe.encode("ab12", false), vec![97, 98, 49, 50]);
+
+    let mut spm = TokenizerSpec {
+        model: "llama".into(),
+        tokens: SPM_VOCAB.iter().map(|t| t.0.to_string()).collect(),
+        scores: SPM_VOCAB.iter().map(|t| t.1).collect(),
+        token_types: SPM_VOCAB.iter().map(|t| t.2).collect(),
+        unk: Some(0),
+        ..Default::default()
+    };
+    spm.tokens.extend(filler(spm.tokens.len()));
+    spm.scores.resize(QWEN2_VOCAB, -10.0);
+    spm.token_types.resize(QWEN2_VOCAB, 1);
+    let spm = Tokenizer::new(spm).unwrap();
+    assert_eq!(spm.vocab_size(), QWEN2_VOCAB);
+    // as in sentencepiece_merges_the_highest_score_first
+    assert_eq!(
+        spm.encode("hello world", false),
+        vec![6, 15, 9, 17, 18, 10, 12, 9, 13]
+    );
 }

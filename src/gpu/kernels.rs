@@ -47,6 +47,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ),
     ("swiglu.wgsl", include_str!("../../shaders/swiglu.wgsl")),
     ("add.wgsl", include_str!("../../shaders/add.wgsl")),
+    ("bias.wgsl", include_str!("../../shaders/bias.wgsl")),
     ("argmax.wgsl", include_str!("../../shaders/argmax.wgsl")),
     ("topk.wgsl", include_str!("../../shaders/topk.wgsl")),
     // the benchmark's read-bandwidth probes (src/bench.rs)
@@ -275,6 +276,7 @@ pub struct Kernels {
     pub attention: Kernel,
     pub swiglu: Kernel,
     pub add: Kernel,
+    pub bias: Kernel,
     pub argmax: Kernel,
     pub topk: Kernel,
     /// Group 1 of the weight-reading kernels: a chunk's uniform and its words.
@@ -353,6 +355,7 @@ impl Kernels {
             ),
             swiglu: builder.kernel("swiglu", "swiglu.wgsl", &product, None, &[]),
             add: builder.kernel("add", "add.wgsl", &product, None, &[]),
+            bias: builder.kernel("bias", "bias.wgsl", &product, None, &[]),
             argmax: builder.kernel("argmax", "argmax.wgsl", &[Uniform, Read, Write], None, &[]),
             topk: builder.kernel("topk", "topk.wgsl", &[Uniform, Read, Write], None, &[]),
             weight_layout: weight_layout.clone(),

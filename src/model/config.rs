@@ -25,12 +25,29 @@ pub struct ModelConfig {
     pub rope_base: f32,
     /// true: RoPE rotates the two halves of a head (NEOX); false: adjacent pairs.
     pub rope_neox: bool,
+    /// Positions are multiplied by this before RoPE: `1 / rope.scaling.factor` (linear
+    /// scaling), 1 for none.
+    pub rope_scale: f32,
+    /// Whether the file holds `rope_freqs.weight` (Llama 3's per-pair frequency
+    /// divisors, read at load by [`super::weights::rope_factors`]).
+    pub rope_factors: bool,
+    /// Whether the Q, K and V products add `blk.N.attn_{q,k,v}.bias` (qwen2).
+    pub qkv_bias: bool,
     pub rms_eps: f32,
     /// The context the model was trained for (`*.context_length`).
     pub train_ctx: usize,
     /// Positions the KV cache holds: the longest context this engine will run.
     pub max_seq: usize,
 }
+
+/// The architectures this engine runs, all the `llama` graph: RMSNorm, GQA with RoPE,
+/// SwiGLU. `mistral` differs from `llama` in its key prefix only (llama.cpp's converter
+/// writes Mistral-7B as `llama`; the alias is for files that name it). `qwen2` adds
+/// biases to the Q, K and V products and rotates the halves of a head (NEOX).
+pub const ARCHITECTURES: [&str; 3] = ["llama", "mistral", "qwen2"];
+
+/// The tensor llama.cpp reads Llama 3's RoPE frequency factors from.
+pub const ROPE_FREQS: &str = "rope_freqs.weight";
 
 /// Tensors of one transformer block: two norms and seven matrices.
 const TENSORS_PER_BLOCK: u64 = 9;
@@ -62,11 +79,11 @@ const SPECIAL_ID_KEYS: [&str; 13] = [
 pub const DEFAULT_MAX_SEQ: usize = 4096;
 
 impl ModelConfig {
-    /// Reads the description of a `llama`-architecture model. `max_seq` caps the
-    /// KV cache (default: the trained context, at most [`DEFAULT_MAX_SEQ`]).
+    /// Reads the description of a model of one of the [`ARCHITECTURES`]. `max_seq` caps
+    /// the KV cache (default: the trained context, at most [`DEFAULT_MAX_SEQ`]).
     pub fn from_gguf(file: &GgufFile, max_seq: Option<usize>) -> Result<Self, ModelError> {
         let arch = file.get_str("general.architecture")?.to_string();
-        if arch != "llama" {
+        if !ARCHITECTURES.contains(&arch.as_str()) {
             return Err(ModelError::Architecture(arch));
         }
         let key = |name: &str| format!("{arch}.{name}");
@@ -172,6 +189,20 @@ impl ModelConfig {
             });
         }
 
+        let rope_scale = rope_scale(file, &arch)?;
+        let rope_factors = file.tensor(ROPE_FREQS).is_some();
+        // llama.cpp's qwen2 graph takes no frequency factors, and refuses a file with
+        // tensors it does not load
+        if rope_factors && arch == "qwen2" {
+            return Err(ModelError::UnexpectedTensor {
+                name: ROPE_FREQS.into(),
+                arch,
+            });
+        }
+        // llama files may carry the biases too (llama.cpp loads them when present)
+        let qkv_bias = arch == "qwen2" || file.tensor("blk.0.attn_q.bias").is_some();
+        check_tensor_names(file, &arch, n_layer, qkv_bias)?;
+
         let embd = file
             .tensor("token_embd.weight")
             .ok_or_else(|| ModelError::MissingTensor("token_embd.weight".into()))?;
@@ -198,6 +229,8 @@ impl ModelConfig {
             ));
         }
 
+        // llama.cpp's rope type: NORM (adjacent pairs) for llama, NEOX for qwen2
+        let rope_neox = arch == "qwen2";
         Ok(Self {
             arch,
             n_layer,
@@ -209,7 +242,10 @@ impl ModelConfig {
             n_ff,
             vocab,
             rope_base,
-            rope_neox: false,
+            rope_neox,
+            rope_scale,
+            rope_factors,
+            qkv_bias,
             rms_eps,
             train_ctx,
             max_seq,
@@ -240,6 +276,105 @@ impl ModelConfig {
     pub fn kv_bytes_per_token(&self) -> u64 {
         (2 * 4 * self.n_layer as u64).saturating_mul(self.kv_dim() as u64)
     }
+}
+
+/// Names of a block's tensors, as `blk.N.{name}`.
+const BLOCK_TENSORS: [&str; 9] = [
+    "attn_norm.weight",
+    "attn_q.weight",
+    "attn_k.weight",
+    "attn_v.weight",
+    "attn_output.weight",
+    "ffn_norm.weight",
+    "ffn_gate.weight",
+    "ffn_up.weight",
+    "ffn_down.weight",
+];
+const BIAS_TENSORS: [&str; 3] = ["attn_q.bias", "attn_k.bias", "attn_v.bias"];
+
+/// Refuses a tensor the graph would not read (an output bias, a block past
+/// `block_count`, another architecture's tensor): ignoring it would run a different model
+/// than the file holds. llama.cpp refuses such files too ("wrong number of tensors").
+fn check_tensor_names(
+    file: &GgufFile,
+    arch: &str,
+    n_layer: usize,
+    qkv_bias: bool,
+) -> Result<(), ModelError> {
+    let known = |name: &str| -> bool {
+        if let Some(rest) = name.strip_prefix("blk.") {
+            let Some((layer, tensor)) = rest.split_once('.') else {
+                return false;
+            };
+            let in_range = layer.parse::<usize>().is_ok_and(|l| l < n_layer);
+            // "01" parses as 1 but is not the name llama.cpp looks up
+            let canonical = layer.parse::<usize>().is_ok_and(|l| l.to_string() == layer);
+            in_range
+                && canonical
+                && (BLOCK_TENSORS.contains(&tensor) || qkv_bias && BIAS_TENSORS.contains(&tensor))
+        } else {
+            matches!(
+                name,
+                "token_embd.weight" | "output_norm.weight" | "output.weight" | ROPE_FREQS
+            )
+        }
+    };
+    match file.tensors.iter().find(|t| !known(&t.name)) {
+        Some(t) => Err(ModelError::UnexpectedTensor {
+            name: t.name.clone(),
+            arch: arch.into(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The position scale of linear RoPE scaling, from the keys llama.cpp reads:
+/// `rope.scaling.type` (linear when absent), `rope.scaling.factor` or the older
+/// `rope.scale_linear` (0 or absent: no scaling). YaRN and LongRoPE change more than the
+/// angles and are refused.
+fn rope_scale(file: &GgufFile, arch: &str) -> Result<f32, ModelError> {
+    let type_key = format!("{arch}.rope.scaling.type");
+    if file.get(&type_key).is_some() {
+        let kind = file.get_str(&type_key)?;
+        if !matches!(kind, "none" | "linear") {
+            return Err(ModelError::Invalid {
+                key: type_key,
+                value: format!("{kind:?}"),
+                why: "only linear RoPE scaling is supported (or none)".into(),
+            });
+        }
+    }
+    // ggml's rope multiplies every cos and sin by this: a rescaling this engine does not do
+    let attn_key = format!("{arch}.rope.scaling.attn_factor");
+    if file.get(&attn_key).is_some() {
+        let attn_factor = file.get_f32(&attn_key)?;
+        if attn_factor != 1.0 {
+            return Err(ModelError::Invalid {
+                key: attn_key,
+                value: attn_factor.to_string(),
+                why: "only 1 (no rescaling of the rotated values) is supported".into(),
+            });
+        }
+    }
+    let factor_keys = [
+        format!("{arch}.rope.scaling.factor"),
+        format!("{arch}.rope.scale_linear"),
+    ];
+    let Some(key) = factor_keys.into_iter().find(|k| file.get(k).is_some()) else {
+        return Ok(1.0);
+    };
+    let factor = file.get_f32(&key)?;
+    if factor == 0.0 {
+        return Ok(1.0);
+    }
+    if !factor.is_finite() || factor < 0.0 {
+        return Err(ModelError::Invalid {
+            key,
+            value: factor.to_string(),
+            why: "the scaling factor must be finite and positive (0: none)".into(),
+        });
+    }
+    Ok(1.0 / factor)
 }
 
 /// The tokenizer's vocabulary, where the file has one, and the special token ids must fit

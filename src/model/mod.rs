@@ -5,7 +5,7 @@ pub mod plan;
 pub mod variants;
 pub mod weights;
 
-pub use config::{ModelConfig, DEFAULT_MAX_SEQ};
+pub use config::{ModelConfig, ARCHITECTURES, DEFAULT_MAX_SEQ, ROPE_FREQS};
 pub use plan::MemoryPlan;
 
 use crate::gguf::GgufError;
@@ -17,7 +17,7 @@ use crate::gpu::GpuError;
 pub enum ModelError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
-    #[error("architecture '{0}' is not supported (supported: llama)")]
+    #[error("architecture '{0}' is not supported (supported: llama, mistral, qwen2)")]
     Architecture(String),
     #[error("metadata '{key}' = {value}: {why}")]
     Invalid {
@@ -27,6 +27,10 @@ pub enum ModelError {
     },
     #[error("tensor '{0}' is missing")]
     MissingTensor(String),
+    #[error("tensor '{name}' is not part of a '{arch}' model as this engine runs it")]
+    UnexpectedTensor { name: String, arch: String },
+    #[error("tensor '{name}': {why}")]
+    TensorValues { name: String, why: String },
     #[error("tensor '{name}' has dims {found:?}, expected {expected:?}")]
     Shape {
         name: String,

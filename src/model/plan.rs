@@ -11,7 +11,7 @@ use crate::quant::WeightFormat;
 /// Bytes of GPU memory by kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemoryPlan {
-    /// Matrices in their stored formats, and f32 norms.
+    /// Matrices in their stored formats, f32 norms and Q/K/V biases.
     pub weights: u64,
     /// K and V of every layer at the full context, f32.
     pub kv_cache: u64,
@@ -30,6 +30,10 @@ impl MemoryPlan {
             |counts: &[usize]| counts.iter().fold(4u64, |n, &c| n.saturating_mul(c as u64));
         let n_norms = (2 * cfg.n_layer as u64).saturating_add(1);
         let mut weights = f32_bytes(&[cfg.n_embd]).saturating_mul(n_norms);
+        if cfg.qkv_bias {
+            let per_layer = f32_bytes(&[cfg.q_dim() + 2 * cfg.kv_dim()]);
+            weights = weights.saturating_add(per_layer.saturating_mul(cfg.n_layer as u64));
+        }
         let mut largest_binding = 0u64;
         for (name, rows, cols) in matrices(cfg, file) {
             let info = find(file, &name, &[cols, rows])?;

@@ -202,6 +202,30 @@ pub fn reshape<'a>(
     })
 }
 
+/// A K or V bias of `cfg.trained_kv_head` heads reshaped for `cfg.n_kv_head`, as
+/// [`reshape`] does its projection's rows: pooling a product's rows and its bias alike
+/// pools its outputs.
+pub fn reshape_bias(cfg: &ModelConfig, trained: &[f32]) -> Vec<f32> {
+    let hd = cfg.head_dim;
+    let head = |h: usize| &trained[h * hd..(h + 1) * hd];
+    match KvVariant::of(cfg) {
+        KvVariant::AsTrained => trained.to_vec(),
+        KvVariant::Duplicate { copies } => (0..cfg.n_kv_head)
+            .flat_map(|j| head(j / copies).to_vec())
+            .collect(),
+        KvVariant::Pool { merge } => (0..cfg.n_kv_head)
+            .flat_map(|j| {
+                (0..hd).map(move |i| {
+                    let sum: f64 = (j * merge..(j + 1) * merge)
+                        .map(|h| f64::from(trained[h * hd + i]))
+                        .sum();
+                    (sum / merge as f64) as f32
+                })
+            })
+            .collect(),
+    }
+}
+
 /// `blk.{layer}.{name}.weight` (`attn_k` or `attn_v`) read from the file and
 /// reshaped for `cfg.n_kv_head` heads.
 pub fn kv_projection<'a>(

@@ -1,7 +1,7 @@
 //! The model's tensors on the GPU: matrices in their stored formats, norms as f32.
 
-use super::variants::{kv_projection, KvVariant};
-use super::{ModelConfig, ModelError};
+use super::variants::{kv_projection, reshape_bias, KvVariant};
+use super::{ModelConfig, ModelError, ROPE_FREQS};
 use crate::gguf::{GgmlType, GgufFile, TensorInfo};
 use crate::gpu::kernels::Kernels;
 use crate::gpu::matrix::{check_columns, GpuMatrix};
@@ -19,6 +19,15 @@ pub struct LayerWeights {
     pub w_gate: GpuMatrix,    // [n_ff, n_embd]
     pub w_up: GpuMatrix,      // [n_ff, n_embd]
     pub w_down: GpuMatrix,    // [n_embd, n_ff]
+    /// Biases of the Q, K and V products (qwen2), `None` without.
+    pub qkv_bias: Option<QkvBias>,
+}
+
+/// Biases added to the Q, K and V products.
+pub struct QkvBias {
+    pub q: GpuBuffer, // [n_head * head_dim] f32
+    pub k: GpuBuffer, // [n_kv_head * head_dim] f32
+    pub v: GpuBuffer, // [n_kv_head * head_dim] f32
 }
 
 /// Every weight of the model.
@@ -33,6 +42,54 @@ pub struct Weights {
 /// The GGUF name of a tensor of block `layer`.
 pub fn layer_tensor(layer: usize, name: &str) -> String {
     format!("blk.{layer}.{name}.weight")
+}
+
+/// The GGUF name of a bias of block `layer` (`attn_q`, `attn_k`, `attn_v`).
+pub fn layer_bias(layer: usize, name: &str) -> String {
+    format!("blk.{layer}.{name}.bias")
+}
+
+/// The Q, K and V biases of block `layer` as f32 values, K and V reshaped for the KV
+/// heads chosen at load like their matrices; `None` for a model without biases.
+pub fn qkv_bias_values(
+    cfg: &ModelConfig,
+    file: &GgufFile,
+    bytes: &[u8],
+    layer: usize,
+) -> Result<Option<[Vec<f32>; 3]>, ModelError> {
+    if !cfg.qkv_bias {
+        return Ok(None);
+    }
+    let read = |name: &str, n: usize| norm_values(file, bytes, &layer_bias(layer, name), n);
+    let q = read("attn_q", cfg.q_dim())?;
+    let k = reshape_bias(cfg, &read("attn_k", cfg.trained_kv_dim())?);
+    let v = reshape_bias(cfg, &read("attn_v", cfg.trained_kv_dim())?);
+    Ok(Some([q, k, v]))
+}
+
+/// Llama 3's RoPE frequency factors, one divisor per pair of a head; empty when the
+/// file has none. Each must be a positive finite number: a zero would make every angle
+/// of its pair infinite.
+pub fn rope_factors(
+    cfg: &ModelConfig,
+    file: &GgufFile,
+    bytes: &[u8],
+) -> Result<Vec<f32>, ModelError> {
+    if !cfg.rope_factors {
+        return Ok(Vec::new());
+    }
+    let factors = norm_values(file, bytes, ROPE_FREQS, cfg.head_dim / 2)?;
+    if let Some((i, f)) = factors
+        .iter()
+        .enumerate()
+        .find(|(_, f)| !(f.is_finite() && **f > 0.0))
+    {
+        return Err(ModelError::TensorValues {
+            name: ROPE_FREQS.into(),
+            why: format!("factor {i} is {f}; each must be finite and positive"),
+        });
+    }
+    Ok(factors)
 }
 
 /// Looks up a tensor and checks its GGUF dims (`[cols, rows]` for a matrix).
@@ -106,10 +163,22 @@ pub fn formats(cfg: &ModelConfig, file: &GgufFile) -> Result<Vec<WeightFormat>, 
     for name in layer_norms.chain(["output_norm.weight".to_string()]) {
         norm_format(find(file, &name, &[cfg.n_embd])?)?;
     }
+    let biases = (0..cfg.n_layer).filter(|_| cfg.qkv_bias).flat_map(|l| {
+        [
+            (layer_bias(l, "attn_q"), cfg.q_dim()),
+            (layer_bias(l, "attn_k"), cfg.trained_kv_dim()),
+            (layer_bias(l, "attn_v"), cfg.trained_kv_dim()),
+        ]
+    });
+    let factors = [(ROPE_FREQS.to_string(), cfg.head_dim / 2)];
+    for (name, n) in biases.chain(factors.into_iter().filter(|_| cfg.rope_factors)) {
+        norm_format(find(file, &name, &[n])?)?;
+    }
     Ok(formats)
 }
 
-/// Norms are read as f32 values: stored as F32, or F16 widened at upload.
+/// Norms, biases and RoPE factors are read as f32 values: stored as F32, or F16 widened
+/// at upload.
 fn norm_format(info: &TensorInfo) -> Result<WeightFormat, ModelError> {
     match info.ggml_type {
         GgmlType::F32 => Ok(WeightFormat::F32),
@@ -121,7 +190,7 @@ fn norm_format(info: &TensorInfo) -> Result<WeightFormat, ModelError> {
     }
 }
 
-/// A norm vector as f32 values (F32 as stored; F16 widened, it is tiny).
+/// A vector (a norm, a bias) as f32 values (F32 as stored; F16 widened, it is tiny).
 pub fn norm_values(
     file: &GgufFile,
     bytes: &[u8],
@@ -179,6 +248,19 @@ impl Weights {
             Ok(ctx.storage_with(name, bytemuck::cast_slice(&values)))
         };
         let (e, q, ff) = (cfg.n_embd, cfg.q_dim(), cfg.n_ff);
+        let bias = |l: usize| -> Result<Option<QkvBias>, ModelError> {
+            let Some([bq, bk, bv]) = qkv_bias_values(cfg, file, bytes, l)? else {
+                return Ok(None);
+            };
+            let upload = |name: &str, values: &[f32]| {
+                ctx.storage_with(&layer_bias(l, name), bytemuck::cast_slice(values))
+            };
+            Ok(Some(QkvBias {
+                q: upload("attn_q", &bq),
+                k: upload("attn_k", &bk),
+                v: upload("attn_v", &bv),
+            }))
+        };
 
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for l in 0..cfg.n_layer {
@@ -193,6 +275,7 @@ impl Weights {
                 w_gate: matrix(&t("ffn_gate"), ff, e)?,
                 w_up: matrix(&t("ffn_up"), ff, e)?,
                 w_down: matrix(&t("ffn_down"), e, ff)?,
+                qkv_bias: bias(l)?,
             });
         }
         let output = match file.tensor("output.weight") {
@@ -220,6 +303,10 @@ impl Weights {
     pub fn gpu_bytes(&self, cfg: &ModelConfig) -> u64 {
         let norms = (2 * cfg.n_layer + 1) as u64 * cfg.n_embd as u64 * 4;
         let mut bytes = self.token_embd.gpu_bytes() + norms;
+        let biases = self.layers.iter().filter_map(|l| l.qkv_bias.as_ref());
+        bytes += biases
+            .map(|b| b.q.size() + b.k.size() + b.v.size())
+            .sum::<u64>();
         bytes += self.output.as_ref().map_or(0, GpuMatrix::gpu_bytes);
         for l in &self.layers {
             for m in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
