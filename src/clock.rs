@@ -20,7 +20,11 @@ pub fn now() -> f64 {
     let performance = js_sys::Reflect::get(&global, &"performance".into()).ok();
     let ms = performance.and_then(|p| {
         let now = js_sys::Reflect::get(&p, &"now".into()).ok()?;
-        now.dyn_into::<js_sys::Function>().ok()?.call0(&p).ok()?.as_f64()
+        now.dyn_into::<js_sys::Function>()
+            .ok()?
+            .call0(&p)
+            .ok()?
+            .as_f64()
     });
     ms.unwrap_or_else(js_sys::Date::now) / 1000.0
 }

@@ -9,6 +9,7 @@ use crate::forward::{ForwardError, LoadOptions, LoadPhase, Model, Output};
 use crate::gguf::{GgufError, GgufFile};
 use crate::gpu::GpuContext;
 use crate::model::{ModelConfig, ModelError};
+use crate::perplexity::{self, ChunkDone, Perplexity, PerplexityError, PerplexityOptions};
 use crate::sampler::{Sampler, SamplerError, SamplingParams};
 use crate::tokenizer::{StreamDecoder, Tokenizer, TokenizerError};
 
@@ -198,6 +199,28 @@ impl Engine {
     pub fn reset(&mut self) {
         self.cached.clear();
         self.model.clear();
+    }
+
+    /// The perplexity of `text` as [`perplexity::perplexity`] measures it, in
+    /// chunks of `context` tokens (at most `max_chunks` of them), calling
+    /// `progress` after each. The chunks run through this engine's KV cache, so
+    /// the conversation is forgotten.
+    pub async fn perplexity(
+        &mut self,
+        text: &str,
+        context: usize,
+        max_chunks: Option<usize>,
+        progress: &mut dyn FnMut(ChunkDone),
+    ) -> Result<Perplexity, PerplexityError> {
+        let tokens = self.tokenizer.encode(text, false);
+        let options = PerplexityOptions {
+            max_chunks,
+            ..PerplexityOptions::for_tokenizer(&self.tokenizer, context)
+        };
+        self.reset();
+        let result = perplexity::perplexity(&mut self.model, &tokens, &options, progress).await;
+        self.reset();
+        result
     }
 
     /// Generates from `prompt`, calling `on_token(id, text)` for each new token

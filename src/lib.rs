@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod chat;
 pub mod clock;
+pub mod compare;
 pub mod engine;
 pub mod forward;
 pub mod gguf;
@@ -22,9 +23,7 @@ pub mod tokenizer;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 
-pub use engine::{
-    AttentionStep, Engine, EngineError, FinishReason, GenerateOptions, Generation,
-};
+pub use engine::{AttentionStep, Engine, EngineError, FinishReason, GenerateOptions, Generation};
 pub use forward::{
     ForwardError, GpuTimes, GpuTiming, LoadOptions, LoadPhase, Model, Output, StepOutput,
     StepStats, MAX_CANDIDATES,

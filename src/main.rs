@@ -8,14 +8,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use gqa_webgpu::bench::{self, BenchOptions, Report};
 use gqa_webgpu::chat::Message;
-use gqa_webgpu::model::variants::allowed_kv_heads;
+use gqa_webgpu::compare::{self, CompareOptions, Stage};
 use gqa_webgpu::perplexity::{self, ChunkDone, PerplexityOptions, DEFAULT_CONTEXT};
 use gqa_webgpu::sampler::SamplingParams;
 use gqa_webgpu::synthetic::SyntheticSpec;
 use gqa_webgpu::tokenizer::Tokenizer;
 use gqa_webgpu::{
     gguf::GgufFile, ContextOptions, Engine, GenerateOptions, GpuContext, LoadOptions, Model,
-    ModelConfig, Output,
+    ModelConfig,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -173,7 +173,11 @@ impl SyntheticModel {
 #[derive(clap::Args)]
 struct BenchArgs {
     /// The GGUF model file.
-    #[arg(long, required_unless_present = "synthetic", conflicts_with = "synthetic")]
+    #[arg(
+        long,
+        required_unless_present = "synthetic",
+        conflicts_with = "synthetic"
+    )]
     model: Option<PathBuf>,
     /// Random weights of a model's exact shapes and formats, made in memory
     /// (default: smollm2-135m), instead of a file.
@@ -438,54 +442,6 @@ fn perplexity(args: PerplexityArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// "MHA", "MQA", "GQA" for the trained count between them, "GQA-n" for another;
-/// "(trained)" marks the file's own.
-fn variant_name(cfg: &ModelConfig) -> String {
-    let n = cfg.n_kv_head;
-    let trained = n == cfg.trained_kv_head;
-    let kind = match n {
-        _ if n == cfg.n_head => "MHA".to_string(),
-        1 => "MQA".to_string(),
-        _ if trained => "GQA".to_string(),
-        _ => format!("GQA-{n}"),
-    };
-    if trained {
-        format!("{kind} (trained)")
-    } else {
-        kind
-    }
-}
-
-/// Decode tokens per second with `fill` positions in the cache. The cache keeps
-/// what it holds (the last perplexity chunk), cut to `fill` or extended from
-/// `tokens` (repeated if short); one step runs untimed, then `steps` are timed.
-fn decode_speed(
-    model: &mut Model,
-    tokens: &[u32],
-    fill: usize,
-    steps: usize,
-) -> Result<f64, Failure> {
-    let mut text = tokens.iter().copied().cycle();
-    if model.len() > fill {
-        model.truncate(fill);
-    } else if model.len() < fill {
-        let more: Vec<u32> = text.by_ref().take(fill - model.len()).collect();
-        pollster::block_on(model.forward(&more, Output::Argmax))?;
-    }
-    let mut step = || -> Result<(), Failure> {
-        let id = text.next().unwrap_or(0);
-        pollster::block_on(model.forward(&[id], Output::Argmax))?;
-        Ok(())
-    };
-    // the first step after a prefill pays for work a steady decode does not
-    step()?;
-    let start = gqa_webgpu::clock::now();
-    for _ in 0..steps {
-        step()?;
-    }
-    Ok(steps as f64 / (gqa_webgpu::clock::now() - start))
-}
-
 fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
     let mut value = bytes as f64;
@@ -501,79 +457,51 @@ fn human_bytes(bytes: u64) -> String {
     }
 }
 
-/// One line of the variants table.
-#[derive(serde::Serialize)]
-struct VariantRow {
-    variant: String,
-    kv_heads: usize,
-    /// K and V of every layer, f32.
-    kv_bytes_per_token: u64,
-    /// The trained context.
-    max_context: usize,
-    kv_bytes_at_max_context: u64,
-    /// Positions in the cache while decode speed was measured.
-    decode_context: usize,
-    decode_tokens_per_s: f64,
-    perplexity: f64,
-    chunks: usize,
-    tokens_scored: usize,
-    /// Tokens per perplexity chunk.
-    context: usize,
-}
-
 fn variants(args: VariantsArgs) -> Result<(), Failure> {
-    if args.decode_steps == 0 {
-        return Err(Failure(
-            "--decode-steps 0: at least one step must be timed".into(),
-        ));
-    }
     let bytes = read_model(&args.input.model)?;
     let file = GgufFile::parse(&bytes, bytes.len() as u64)?;
-    let (tokens, options) = text_tokens(
+    let (tokens, perplexity) = text_tokens(
         &file,
         &args.input.text,
         args.input.context,
         args.input.chunks,
     )?;
     let trained = ModelConfig::from_gguf(&file, None)?;
-    let mut counts = allowed_kv_heads(trained.n_head, trained.trained_kv_head);
-    counts.reverse();
+    let options = CompareOptions {
+        perplexity,
+        decode_context: args.decode_context,
+        decode_steps: args.decode_steps,
+    };
 
     let ctx = pollster::block_on(GpuContext::new(ContextOptions::default()))?;
-    // the decode measurement needs its warm-up step and timed steps after the fill
-    let max_seq = args
-        .input
-        .context
-        .max(args.decode_context + args.decode_steps + 1);
     let mut rows = Vec::new();
-    for &n in &counts {
-        let load = LoadOptions {
-            max_seq: Some(max_seq),
-            kv_heads: Some(n),
-            ..LoadOptions::default()
+    for n in compare::variant_counts(&trained) {
+        let what = format!("{n} KV heads: ");
+        let mut report = |stage: Stage| match stage {
+            Stage::Load => eprintln!("{what}loading"),
+            Stage::Chunk(c) => eprintln!(
+                "{what}chunk {}/{}: {:.1} s, perplexity so far {:.4}",
+                c.done, c.chunks, c.seconds, c.perplexity
+            ),
+            Stage::Decode => eprintln!(
+                "{what}timing decode at {} positions",
+                options.decode_context
+            ),
         };
-        let mut model = Model::load(&ctx, &file, &bytes, &load)?;
-        let cfg = model.config.clone();
-        let name = variant_name(&cfg);
-        let ppl = measure_perplexity(&mut model, &tokens, &options, &format!("{name}: "))?;
-        let speed = decode_speed(&mut model, &tokens, args.decode_context, args.decode_steps)?;
+        let row = pollster::block_on(compare::measure_variant(
+            &ctx,
+            &file,
+            &bytes,
+            n,
+            &tokens,
+            &options,
+            &mut report,
+        ))?;
         eprintln!(
-            "{name}: {speed:.2} tokens/s at {} positions",
-            args.decode_context
+            "{}: {:.2} tokens/s at {} positions",
+            row.variant, row.decode_tokens_per_s, row.decode_context
         );
-        rows.push(VariantRow {
-            variant: name,
-            kv_heads: n,
-            kv_bytes_per_token: cfg.kv_bytes_per_token(),
-            max_context: cfg.train_ctx,
-            kv_bytes_at_max_context: cfg.kv_bytes_per_token() * cfg.train_ctx as u64,
-            decode_context: args.decode_context,
-            decode_tokens_per_s: speed,
-            perplexity: ppl.perplexity,
-            chunks: ppl.chunks,
-            tokens_scored: ppl.tokens_scored,
-            context: ppl.context,
-        });
+        rows.push(row);
     }
 
     if args.format == Format::Json {
@@ -656,7 +584,10 @@ fn bench(args: BenchArgs) -> Result<(), Failure> {
 
 fn print_bench(r: &Report) {
     let mib = |b: u64| b as f64 / f64::from(1 << 20);
-    println!("adapter: {} ({}, {})", r.adapter.name, r.adapter.backend, r.adapter.driver);
+    println!(
+        "adapter: {} ({}, {})",
+        r.adapter.name, r.adapter.backend, r.adapter.driver
+    );
     println!("model: {}", r.model);
     println!(
         "timing: {}, median of {} runs after {} warm-up",
@@ -670,12 +601,19 @@ fn print_bench(r: &Report) {
             mib(p.bytes)
         );
     }
-    println!("roofline: {:.2} GB/s ({})", r.roofline_gb_per_s, r.roofline_layout);
+    println!(
+        "roofline: {:.2} GB/s ({})",
+        r.roofline_gb_per_s, r.roofline_layout
+    );
     for d in &r.decode {
         println!(
             "decode @ {:>5}: {:8.2} ms/token {:7.2} tokens/s (wall {:.2} ms); roofline {:.2} ms, \
              ratio {:.3}",
-            d.context, d.ms_per_token, d.tokens_per_s, d.wall_ms_per_token, d.roofline_ms,
+            d.context,
+            d.ms_per_token,
+            d.tokens_per_s,
+            d.wall_ms_per_token,
+            d.roofline_ms,
             d.roofline_ratio
         );
     }
@@ -685,7 +623,10 @@ fn print_bench(r: &Report) {
             p.prompt_tokens, p.ms, p.tokens_per_s, p.wall_ms
         );
     }
-    let attention = r.attention.iter().chain([&r.attention_gqa, &r.attention_mha]);
+    let attention = r
+        .attention
+        .iter()
+        .chain([&r.attention_gqa, &r.attention_mha]);
     for a in attention {
         println!(
             "attention {}/{} heads @ {:>5}: {:.3} ms, {:.2} GB/s, {:.3} of the roofline",

@@ -10,9 +10,12 @@ use wasm_bindgen::prelude::*;
 
 use crate::bench::{self, BenchOptions};
 use crate::chat::Message;
+use crate::compare::{self, CompareOptions, Stage};
 use crate::forward::LoadPhase;
 use crate::gguf::{GgufError, GgufFile};
+use crate::model::variants::with_kv_heads;
 use crate::model::{MemoryPlan, ModelConfig};
+use crate::perplexity::{self, ChunkDone, PerplexityOptions};
 use crate::sampler::SamplingParams;
 use crate::synthetic::SyntheticSpec;
 use crate::{
@@ -157,9 +160,13 @@ pub struct WasmEngine {
 impl WasmEngine {
     /// Loads a model from the whole GGUF file. `on_progress(phase, loaded,
     /// total)` is called with phase 'parse', 'compile' and 'upload'.
+    ///
+    /// `kv_heads` runs the model with another number of KV heads (see
+    /// [`crate::model::variants`]); `None` keeps the file's.
     pub async fn load(
         bytes: js_sys::Uint8Array,
         max_context: Option<u32>,
+        kv_heads: Option<u32>,
         on_progress: js_sys::Function,
     ) -> Result<WasmEngine, JsError> {
         let report = |phase: &str, done: f64, total: f64| {
@@ -172,6 +179,7 @@ impl WasmEngine {
         report("parse", 1.0, 1.0);
         let options = LoadOptions {
             max_seq: max_context.map(|n| n as usize),
+            kv_heads: kv_heads.map(|n| n as usize),
             ..Default::default()
         };
         let engine =
@@ -226,6 +234,50 @@ impl WasmEngine {
                 .map_err(|e| error(&e.to_string()))?;
             let ids = loaded.engine.encode(&text, true);
             run(&mut loaded.engine, &ids, options, on_token, on_attention).await
+        })
+    }
+
+    /// The perplexity of `text` as `gqa-webgpu perplexity` measures it. Options:
+    /// `{context, chunks}` (default 512 tokens a chunk, every whole chunk);
+    /// `on_progress(done, chunks, perplexitySoFar)` after each chunk. Resolves to
+    /// `{perplexity, chunks, tokensScored, context, kvHeads}`. The chunks run
+    /// through the engine's KV cache, so the conversation is forgotten.
+    pub fn perplexity(
+        &self,
+        text: String,
+        options: JsValue,
+        on_progress: Option<js_sys::Function>,
+    ) -> js_sys::Promise {
+        let inner = Rc::clone(&self.inner);
+        wasm_bindgen_futures::future_to_promise(async move {
+            let options: JsPerplexityOptions =
+                from_js_options(options, "perplexity options").map_err(|m| error(&m))?;
+            let mut loaded = inner.try_borrow_mut().map_err(|_| busy())?;
+            let context = options.context.unwrap_or(perplexity::DEFAULT_CONTEXT);
+            let mut report = |c: ChunkDone| {
+                if let Some(f) = &on_progress {
+                    let _ = f.call3(
+                        &JsValue::NULL,
+                        &(c.done as u32).into(),
+                        &(c.chunks as u32).into(),
+                        &c.perplexity.into(),
+                    );
+                }
+            };
+            let result = loaded
+                .engine
+                .perplexity(&text, context, options.chunks, &mut report)
+                .await
+                .map_err(|e| error(&e.to_string()))?;
+            let kv_heads = loaded.engine.config().n_kv_head;
+            to_js(&serde_json::json!({
+                "perplexity": result.perplexity,
+                "chunks": result.chunks,
+                "tokensScored": result.tokens_scored,
+                "context": result.context,
+                "kvHeads": kv_heads,
+            }))
+            .map_err(JsValue::from)
         })
     }
 
@@ -366,6 +418,7 @@ pub fn inspect_header(
     prefix: &[u8],
     file_length: f64,
     max_context: Option<u32>,
+    kv_heads: Option<u32>,
 ) -> Result<JsValue, JsError> {
     let file = match GgufFile::parse(prefix, file_length as u64) {
         Ok(file) => file,
@@ -375,6 +428,7 @@ pub fn inspect_header(
         Err(e) => return Err(JsError::new(&e.to_string())),
     };
     let config = ModelConfig::from_gguf(&file, max_context.map(|n| n as usize))?;
+    let config = with_kv_heads(&config, kv_heads.map(|n| n as usize))?;
     let plan = MemoryPlan::new(&config, &file, LoadOptions::default().block)?;
     to_js(&serde_json::json!({
         "complete": true,
@@ -412,7 +466,9 @@ impl JsBenchOptions {
             prompts: self.prompts.unwrap_or(d.prompts),
             attention_contexts: self.attention_contexts.unwrap_or(d.attention_contexts),
             gqa_mha_context: self.gqa_mha_context.unwrap_or(d.gqa_mha_context),
-            probe_bytes: self.probe_mib.map_or(d.probe_bytes, |mib| mib.saturating_mul(1 << 20)),
+            probe_bytes: self
+                .probe_mib
+                .map_or(d.probe_bytes, |mib| mib.saturating_mul(1 << 20)),
             warmup: self.warmup.unwrap_or(d.warmup),
             runs: self.runs.unwrap_or(d.runs),
             profile: self.profile.unwrap_or(d.profile),
@@ -457,4 +513,99 @@ pub async fn run_bench(
     let ctx = GpuContext::new(ContextOptions::default()).await?;
     let report = bench::run(&ctx, &bytes, read_seconds, &name, &options.to_options()).await?;
     to_js(&report)
+}
+
+/// `perplexity` options as JS passes them.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+struct JsPerplexityOptions {
+    context: Option<usize>,
+    chunks: Option<usize>,
+}
+
+/// `measureVariants` options; each missing field keeps the CLI's default.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+struct JsVariantsOptions {
+    context: Option<usize>,
+    chunks: Option<usize>,
+    decode_context: Option<usize>,
+    decode_steps: Option<usize>,
+}
+
+fn from_js_options<T: Default + serde::de::DeserializeOwned>(
+    options: JsValue,
+    what: &str,
+) -> Result<T, String> {
+    if options.is_undefined() || options.is_null() {
+        return Ok(T::default());
+    }
+    serde_wasm_bindgen::from_value(options).map_err(|e| format!("{what}: {e}"))
+}
+
+/// Decode speed is measured at this context unless asked otherwise, as the CLI's
+/// `variants` does.
+const DEFAULT_DECODE_CONTEXT: usize = 2048;
+const DEFAULT_DECODE_STEPS: usize = 8;
+
+/// Loads the model in `bytes` as each of its KV-head variants in turn (MHA, as
+/// trained, ..., MQA), on a device of its own, and measures each on `text` as
+/// `gqa-webgpu variants` does; resolves to the same rows as its `--format json`.
+/// `on_progress({stage, kvHeads, variant, variants, done, total})` reports the
+/// stages `'load'`, `'perplexity'` (chunks `done` of `total`) and `'decode'` of
+/// variant `variant` (from 0) of `variants`.
+#[wasm_bindgen(js_name = measureVariants)]
+pub async fn measure_variants(
+    bytes: js_sys::Uint8Array,
+    text: String,
+    options: JsValue,
+    on_progress: Option<js_sys::Function>,
+) -> Result<JsValue, JsError> {
+    let options: JsVariantsOptions =
+        from_js_options(options, "variants options").map_err(|m| JsError::new(&m))?;
+    let bytes = bytes.to_vec();
+    let file = GgufFile::parse(&bytes, bytes.len() as u64)?;
+    let trained = ModelConfig::from_gguf(&file, None)?;
+    let tokenizer = crate::tokenizer::Tokenizer::from_gguf(&file)?;
+    let tokens = tokenizer.encode(&text, false);
+    let context = options.context.unwrap_or(perplexity::DEFAULT_CONTEXT);
+    let options = CompareOptions {
+        perplexity: PerplexityOptions {
+            max_chunks: options.chunks,
+            ..PerplexityOptions::for_tokenizer(&tokenizer, context)
+        },
+        decode_context: options.decode_context.unwrap_or(DEFAULT_DECODE_CONTEXT),
+        decode_steps: options.decode_steps.unwrap_or(DEFAULT_DECODE_STEPS),
+    };
+    // a short text or a bad context is refused before any GPU work
+    perplexity::chunk_count(tokens.len(), &options.perplexity)?;
+
+    let ctx = GpuContext::new(ContextOptions::default()).await?;
+    let counts = compare::variant_counts(&trained);
+    let mut rows = Vec::new();
+    for (index, &n) in counts.iter().enumerate() {
+        let mut report = |stage: Stage| {
+            let Some(f) = &on_progress else { return };
+            let (name, done, total) = match stage {
+                Stage::Load => ("load", 0, 1),
+                Stage::Chunk(c) => ("perplexity", c.done, c.chunks),
+                Stage::Decode => ("decode", 0, 1),
+            };
+            let event = serde_json::json!({
+                "stage": name,
+                "kvHeads": n,
+                "variant": index,
+                "variants": counts.len(),
+                "done": done,
+                "total": total,
+            });
+            if let Ok(event) = to_js(&event) {
+                let _ = f.call1(&JsValue::NULL, &event);
+            }
+        };
+        let row = compare::measure_variant(&ctx, &file, &bytes, n, &tokens, &options, &mut report)
+            .await?;
+        rows.push(row);
+    }
+    to_js(&rows)
 }

@@ -76,7 +76,13 @@ fn captured_weights_sum_to_one_and_match_the_reference_for_9_heads_over_3() {
     assert_eq!(prefill.attention.len(), n_layer * n_head * 20);
     assert_rows_sum_to_one("prefill", &prefill.attention, 20);
     let expected = reference_weights(&bytes, &sequence[..20]);
-    assert_close("prefill weights", &prefill.attention, &expected, WEIGHT_ATOL, WEIGHT_RTOL);
+    assert_close(
+        "prefill weights",
+        &prefill.attention,
+        &expected,
+        WEIGHT_ATOL,
+        WEIGHT_RTOL,
+    );
     for (i, got) in decoded.iter().enumerate() {
         let context = 21 + i;
         assert_eq!(got.len(), n_layer * n_head * context);
@@ -117,7 +123,10 @@ fn capture_off_records_nothing_more_and_capture_on_adds_a_dispatch_per_layer() {
     assert_eq!(on_stats.dispatches, plain_stats.dispatches + n_layer);
     assert_eq!(on_stats.submissions, plain_stats.submissions);
     let weight_bytes = n_layer * n_head * prompt.len() as u64 * 4;
-    assert_eq!(on_stats.readback_bytes, plain_stats.readback_bytes + weight_bytes);
+    assert_eq!(
+        on_stats.readback_bytes,
+        plain_stats.readback_bytes + weight_bytes
+    );
     assert_eq!(on.logits, plain_prefill.logits);
     assert_eq!(off.logits, plain_decode.logits);
     assert!(!toggled.attention_capture());

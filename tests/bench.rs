@@ -88,8 +88,16 @@ fn bench_json_has_every_figure_and_the_forward_pass_counts() {
         .collect();
     assert_eq!(contexts, [0, 40]);
     for d in report["decode"].as_array().unwrap() {
-        for key in ["ms_per_token", "tokens_per_s", "roofline_ms", "roofline_ratio"] {
-            assert!(d[key].as_f64().is_some_and(|v| v.is_finite() && v > 0.0), "{d}");
+        for key in [
+            "ms_per_token",
+            "tokens_per_s",
+            "roofline_ms",
+            "roofline_ratio",
+        ] {
+            assert!(
+                d[key].as_f64().is_some_and(|v| v.is_finite() && v > 0.0),
+                "{d}"
+            );
         }
     }
     // a longer context reads more of the cache
@@ -114,7 +122,10 @@ fn bench_json_has_every_figure_and_the_forward_pass_counts() {
     let mut model = tiny_model(41);
     pollster::block_on(model.forward(&[5], Want::Argmax)).unwrap();
     let stats = model.last_step();
-    assert_eq!(report["step"]["dispatches"].as_u64(), Some(stats.dispatches));
+    assert_eq!(
+        report["step"]["dispatches"].as_u64(),
+        Some(stats.dispatches)
+    );
     assert_eq!(
         report["step"]["submissions"].as_u64(),
         Some(u64::from(stats.submissions))
@@ -138,7 +149,10 @@ fn bench_json_has_every_figure_and_the_forward_pass_counts() {
 
     // the profile, where the adapter has it, covers every dispatch of a step
     if let Some(kernels) = report["profile"]["kernels"].as_array() {
-        let timed: u64 = kernels.iter().map(|k| k["dispatches"].as_u64().unwrap()).sum();
+        let timed: u64 = kernels
+            .iter()
+            .map(|k| k["dispatches"].as_u64().unwrap())
+            .sum();
         assert_eq!(timed, stats.dispatches);
         assert!(kernels.iter().any(|k| k["kernel"] == "attention_decode"));
     }
@@ -161,7 +175,10 @@ fn bench_refuses_bad_options_with_one_line() {
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     }
     let output = run(&["bench"]);
-    assert!(!output.status.success(), "bench without a model was accepted");
+    assert!(
+        !output.status.success(),
+        "bench without a model was accepted"
+    );
 }
 
 #[test]
@@ -174,7 +191,10 @@ fn filling_for_a_benchmark_sets_the_context_and_refuses_more_than_it_holds() {
     assert_eq!(model.len(), 16);
 
     let refused = model.fill_for_benchmark(17);
-    assert!(matches!(refused, Err(ForwardError::ContextFull { .. })), "{refused:?}");
+    assert!(
+        matches!(refused, Err(ForwardError::ContextFull { .. })),
+        "{refused:?}"
+    );
 }
 
 #[test]
@@ -195,7 +215,10 @@ fn gpu_timing_of_dispatches_labels_every_dispatch_of_a_step() {
     let labels: Vec<&str> = times.dispatches.iter().map(|(l, _)| l.as_str()).collect();
     assert_eq!(labels.first(), Some(&"embed Q8_0"));
     assert_eq!(labels.last(), Some(&"argmax"));
-    assert!(times.dispatches.iter().all(|(_, s)| s.is_finite() && *s >= 0.0));
+    assert!(times
+        .dispatches
+        .iter()
+        .all(|(_, s)| s.is_finite() && *s >= 0.0));
 
     model.set_gpu_timing(GpuTiming::Pass).unwrap();
     pollster::block_on(model.forward(&[4], Want::Argmax)).unwrap();

@@ -114,7 +114,9 @@ fn attention_comes_before_each_token_it_chose_and_equals_the_reference() {
             true
         },
         |step| {
-            order.borrow_mut().push(format!("attention over {}", step.context.len()));
+            order
+                .borrow_mut()
+                .push(format!("attention over {}", step.context.len()));
             steps.push((step.context.to_vec(), step.weights.to_vec()));
         },
     ))
@@ -163,7 +165,9 @@ fn write_browser_fixtures() {
         // the prompt's last token over the prompt, as the CPU reference weighs it
         "weights": reference_attention(&prompt),
     });
+    let variants = variant_rows(&bytes);
     let expected = serde_json::json!({
+        "variants": variants,
         "prompt": prompt_text,
         "promptTokens": out.prompt_tokens,
         "tokens": out.tokens,
@@ -173,4 +177,67 @@ fn write_browser_fixtures() {
     });
     std::fs::write(dir.join("tiny.gguf"), bytes).unwrap();
     std::fs::write(dir.join("tiny.json"), expected.to_string()).unwrap();
+}
+
+/// The text, options and native rows of `compareVariants` for the browser tests:
+/// the tiny model as 9, 3 and 1 KV heads, 2 chunks of 16 tokens each of the page's
+/// Genesis excerpt.
+fn variant_rows(bytes: &[u8]) -> serde_json::Value {
+    use gqa_webgpu::compare::{self, CompareOptions};
+    use gqa_webgpu::perplexity::PerplexityOptions;
+    use gqa_webgpu::tokenizer::Tokenizer;
+
+    // the excerpt the page's comparison panel measures on
+    let excerpt = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("www/genesis-excerpt.txt");
+    let text = std::fs::read_to_string(excerpt).unwrap();
+    let text = text.as_str();
+    let file = GgufFile::parse(bytes, bytes.len() as u64).unwrap();
+    let tokenizer = Tokenizer::from_gguf(&file).unwrap();
+    let tokens = tokenizer.encode(text, false);
+    let (context, chunks, decode_context, decode_steps) = (16, 2, 24, 2);
+    let options = CompareOptions {
+        perplexity: PerplexityOptions {
+            max_chunks: Some(chunks),
+            ..PerplexityOptions::for_tokenizer(&tokenizer, context)
+        },
+        decode_context,
+        decode_steps,
+    };
+    let ctx = common::gpu();
+    let trained = gqa_webgpu::ModelConfig::from_gguf(&file, None).unwrap();
+    let counts = compare::variant_counts(&trained);
+    assert_eq!(counts, [9, 3, 1]);
+    let rows: Vec<_> = counts
+        .iter()
+        .map(|&n| {
+            let row = pollster::block_on(compare::measure_variant(
+                &ctx,
+                &file,
+                bytes,
+                n,
+                &tokens,
+                &options,
+                &mut |_| {},
+            ))
+            .unwrap();
+            assert!(row.perplexity.is_finite() && row.perplexity > 1.0);
+            row
+        })
+        .collect();
+    // duplicating the KV heads gives the trained model's outputs
+    let (mha, gqa) = (rows[0].perplexity, rows[1].perplexity);
+    assert!(
+        (mha - gqa).abs() <= 1e-4 * gqa,
+        "MHA {mha} against GQA {gqa}"
+    );
+    serde_json::json!({
+        "text": text,
+        "options": {
+            "context": context,
+            "chunks": chunks,
+            "decodeContext": decode_context,
+            "decodeSteps": decode_steps,
+        },
+        "rows": rows,
+    })
 }

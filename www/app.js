@@ -4,6 +4,7 @@
 import { wireBench } from './bench-view.js';
 import { AttentionView, drawKvBars } from './explainer.js';
 import { Engine, probeWebGPU } from './gqa.js';
+import { setVariantsReady, wireVariants } from './variants-view.js';
 
 const DEFAULT_MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
 
@@ -354,6 +355,7 @@ function updateButtons() {
   $('send').disabled = !ready || state.generating !== null;
   $('stop').disabled = state.generating === null;
   $('new-chat').disabled = !ready;
+  setVariantsReady(ready);
 }
 
 // ---- helpers ----
@@ -478,6 +480,7 @@ async function main() {
   updateButtons();
   document.body.dataset.webgpu = String(await showAdapter());
   wireBench({ modelUrl: () => $('model-url').value.trim(), showError });
+  wireVariants({ modelSource: () => (state.engine ? state.source : null), showError });
   // Tests and scripts wait for this before they drive the page.
   document.body.dataset.ready = 'true';
 }

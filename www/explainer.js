@@ -220,7 +220,8 @@ export function drawKvBars(container, model, context) {
   container.replaceChildren(...rows);
 }
 
-function bytes(n) {
+/** Bytes in decimal units, as the page shows them. */
+export function bytes(n) {
   if (n >= 1e9) return `${(n / 1e9).toFixed(2)} GB`;
   if (n >= 1e6) return `${(n / 1e6).toFixed(1)} MB`;
   if (n >= 1e3) return `${(n / 1e3).toFixed(1)} kB`;

@@ -6,8 +6,11 @@
 //       id, ...}
 //      {type: 'bench', id, source | synthetic, options}: the benchmark on a device
 //       of its own; needs no loaded engine and leaves the loaded one alone.
+//      {type: 'variants', id, source, text, options}: the model loaded as MHA, as
+//       trained and as MQA in turn, each measured on `text`; a device of its own too.
+//      {type: 'perplexity', id, text, options}: on the loaded engine.
 //      {type: 'abort', id}: stops request `id` at its next token.
-// Out: {type: 'progress', id, phase, loaded, total, fraction, cached}
+// Out: {type: 'progress', id, phase, loaded, total, fraction, cached, detail}
 //      {type: 'token', id, token: {id, text}}
 //      {type: 'attention', id, attention: {nLayer, nHead, nKvHead, context, tokens,
 //        texts, weights}}: with options.attention, before the token it chose;
@@ -104,6 +107,10 @@ export class Host {
         return { info: this.info() };
       case 'bench':
         return this.bench(message, signal);
+      case 'variants':
+        return this.variants(message, signal);
+      case 'perplexity':
+        return this.perplexity(message);
       case 'lose-device':
         this.requireEngine().loseDevice();
         return {};
@@ -116,14 +123,14 @@ export class Host {
     }
   }
 
-  async load({ id, source, maxContext, sha256 }, signal) {
+  async load({ id, source, maxContext, kvHeads, sha256 }, signal) {
     const adapter = await requestAdapter();
     const wasm = await loadWasm();
     const progress = new Progress((p) => this.post({ type: 'progress', id, ...p }));
     const name = source.url ?? source.blob?.name ?? 'the model';
     const limits = adapter.limits;
 
-    const check = headerCheck(wasm, limits, name, maxContext);
+    const check = headerCheck(wasm, limits, name, maxContext, kvHeads);
     const bytes = await readModel(source, {
       check,
       signal,
@@ -132,7 +139,7 @@ export class Host {
     });
     signal.throwIfAborted();
 
-    const engine = await wasm.WasmEngine.load(bytes, maxContext,
+    const engine = await wasm.WasmEngine.load(bytes, maxContext, kvHeads,
       (phase, loaded, total) => progress.update(phase, loaded, total));
     if (signal.aborted) {
       engine.free();
@@ -177,6 +184,40 @@ export class Host {
     return { result: report };
   }
 
+  async variants({ id, source, text, options }, signal) {
+    const adapter = await requestAdapter();
+    const wasm = await loadWasm();
+    const name = source.url ?? source.blob?.name ?? 'the given bytes';
+    const reading = new Progress((p) => this.post({ type: 'progress', id, ...p }));
+    const bytes = await readModel(source, {
+      check: headerCheck(wasm, adapter.limits, name, undefined, undefined),
+      signal,
+      onProgress: (loaded, total, cached) => reading.update('download', loaded, total, cached),
+    });
+    signal.throwIfAborted();
+    // One bar over every variant: each loads, scores its chunks, then times decode.
+    const onProgress = ({ stage, kvHeads, variant, variants, done, total }) => {
+      const within = stage === 'load' ? 0 : stage === 'decode' ? 0.9 : 0.9 * (done / total);
+      this.post({
+        type: 'progress', id, phase: stage, loaded: done, total,
+        fraction: (variant + within) / variants,
+        detail: { kvHeads, variant, variants },
+      });
+    };
+    const rows = await wasm.measureVariants(bytes, text, options, onProgress);
+    return { result: toPlain(rows) };
+  }
+
+  async perplexity({ id, text, options }) {
+    const engine = this.requireEngine();
+    const onProgress = (done, chunks, perplexity) => this.post({
+      type: 'progress', id, phase: 'perplexity', loaded: done, total: chunks,
+      fraction: done / chunks, detail: { perplexity },
+    });
+    const result = toPlain(await engine.perplexity(text, options, onProgress));
+    return { result, info: this.info() };
+  }
+
   async generate({ id, type, prompt, messages, options }, signal) {
     const engine = this.requireEngine();
     const onToken = (tokenId, text) => {
@@ -213,9 +254,9 @@ export class Host {
 }
 
 /** Refuses, from its header, a model the adapter cannot hold. */
-function headerCheck(wasm, limits, name, maxContext) {
+function headerCheck(wasm, limits, name, maxContext, kvHeads) {
   return (prefix, fileLength) => {
-    const header = wasm.inspectHeader(prefix, fileLength, maxContext);
+    const header = wasm.inspectHeader(prefix, fileLength, maxContext, kvHeads);
     if (header.complete) checkFits(header.bytes, limits, name);
     return header;
   };

@@ -41,6 +41,14 @@ export interface LoadOptions {
    * KV cache; defaults to the model's trained context length.
    */
   maxContext?: number;
+  /**
+   * Run the model with this many KV heads instead of the file's: the query head count
+   * (MHA) duplicates each KV head's K/V projections (same outputs, more KV memory); a
+   * divisor of the file's count (1 is MQA) mean-pools the merged heads' projections, as
+   * the GQA paper converts checkpoints, without retraining (less memory, lower quality).
+   * Other counts are refused with the allowed ones.
+   */
+  kvHeads?: number;
   /** Aborts the load: the Promise rejects with `signal.reason` (an AbortError by default). */
   signal?: AbortSignal;
   /**
@@ -239,6 +247,13 @@ export class Engine {
    */
   chat(messages: ChatMessage[], options?: GenerateOptions): Promise<Generation>;
 
+  /**
+   * The perplexity of `text` as `gqa-webgpu perplexity` (and llama.cpp's tool) measures
+   * it: non-overlapping chunks of `context` tokens, each scored on its second half. The
+   * chunks run through the engine's KV cache, so the conversation is forgotten.
+   */
+  perplexity(text: string, options?: PerplexityOptions): Promise<PerplexityResult>;
+
   /** The model, adapter and GPU memory, as of the last call that finished. */
   info(): EngineInfo;
 
@@ -260,6 +275,78 @@ export class Engine {
 
   [Symbol.asyncDispose](): Promise<void>;
 }
+
+export interface PerplexityOptions {
+  /** Tokens per chunk (default 512, llama.cpp's); at most the engine's context. */
+  context?: number;
+  /** Most chunks to run (default: every whole chunk of the text). */
+  chunks?: number;
+  /** After each chunk: `loaded` chunks of `total`, `detail.perplexity` so far. */
+  onProgress?: (event: { phase: 'perplexity'; loaded: number; total: number;
+    fraction: number; detail: { perplexity: number } }) => void;
+}
+
+export interface PerplexityResult {
+  perplexity: number;
+  chunks: number;
+  tokensScored: number;
+  /** Tokens per chunk. */
+  context: number;
+  /** The KV heads the engine runs with. */
+  kvHeads: number;
+}
+
+export interface CompareVariantsOptions {
+  /** The text perplexity is measured on. */
+  text: string;
+  /** Tokens per perplexity chunk (default 512). */
+  context?: number;
+  /** Most perplexity chunks (default: every whole chunk of the text). */
+  chunks?: number;
+  /** Positions in the cache when decode speed is measured (default 2048). */
+  decodeContext?: number;
+  /** Decode steps timed there (default 8). */
+  decodeSteps?: number;
+  /**
+   * `phase` 'download' while the model is read, then 'load', 'perplexity' (`loaded`
+   * chunks of `total`) and 'decode' for each variant; `detail` says which
+   * (`{kvHeads, variant, variants}`); `fraction` covers the whole comparison.
+   */
+  onProgress?: (event: { phase: string; loaded: number; total: number; fraction: number;
+    detail?: { kvHeads: number; variant: number; variants: number } }) => void;
+  /** Stops the comparison: its worker is ended and the call rejects. */
+  signal?: AbortSignal;
+  /** Run in a worker of its own (default true). */
+  worker?: boolean;
+}
+
+/** One variant as `gqa-webgpu variants --format json` reports it. */
+export interface VariantRow {
+  /** 'MHA', 'GQA (trained)', 'MQA', ... */
+  variant: string;
+  kv_heads: number;
+  kv_bytes_per_token: number;
+  /** The trained context length. */
+  max_context: number;
+  kv_bytes_at_max_context: number;
+  decode_context: number;
+  decode_tokens_per_s: number;
+  perplexity: number;
+  chunks: number;
+  tokens_scored: number;
+  /** Tokens per perplexity chunk. */
+  context: number;
+}
+
+/**
+ * The model loaded as each of its KV-head variants in turn (MHA first, MQA last) on a
+ * GPU device of its own, each measured on `options.text`: KV-cache bytes, decode speed
+ * and perplexity. The page's comparison panel draws these as bars.
+ */
+export function compareVariants(
+  source: string | URL | Blob | ArrayBuffer | ArrayBufferView,
+  options: CompareVariantsOptions,
+): Promise<VariantRow[]>;
 
 /** The adapter this page gets; rejects with an Error that says why there is none. */
 export function probeWebGPU(): Promise<AdapterDescription>;

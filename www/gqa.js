@@ -11,11 +11,13 @@ import { describeAdapter, requestAdapter } from './gqa-gpu.js';
 
 export { clearCache, CACHE_NAME } from './gqa-source.js';
 
-const LOAD_OPTIONS = ['onProgress', 'maxContext', 'signal', 'sha256', 'worker'];
+const LOAD_OPTIONS = ['onProgress', 'maxContext', 'kvHeads', 'signal', 'sha256', 'worker'];
 const SAMPLING_OPTIONS = [
   'maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'seed', 'ignoreEos',
 ];
 const CALL_OPTIONS = ['onToken', 'onAttention', 'signal'];
+const PERPLEXITY_OPTIONS = ['context', 'chunks'];
+const VARIANTS_OPTIONS = [...PERPLEXITY_OPTIONS, 'decodeContext', 'decodeSteps'];
 const BENCH_OPTIONS = [
   'contexts', 'prompts', 'attentionContexts', 'gqaMhaContext', 'probeMib', 'warmup', 'runs',
   'profile',
@@ -70,6 +72,46 @@ export async function bench(source, options = {}) {
   }
 }
 
+/**
+ * Loads the model as each of its KV-head variants in turn (MHA: a KV head per query
+ * head; the file's own; ...; MQA: one for all) and measures each as `gqa-webgpu
+ * variants` does: KV-cache bytes, decode tokens/s at `decodeContext` positions and
+ * perplexity on `text` (chunks of `context` tokens, at most `chunks`). Runs on a GPU
+ * device of its own, in a worker of its own unless `worker: false`; `onProgress`
+ * gets `{phase: 'download' | 'load' | 'perplexity' | 'decode', fraction, detail}`.
+ * Resolves to the CLI's JSON rows, most KV heads first.
+ */
+export async function compareVariants(source, options = {}) {
+  checkOptions(options, [...VARIANTS_OPTIONS, 'text', 'onProgress', 'signal', 'worker'],
+    'compareVariants');
+  const { text, onProgress, signal, worker = true, ...settings } = options;
+  if (typeof text !== 'string' || text.length === 0) {
+    throw new TypeError('compareVariants: option text must be a non-empty string');
+  }
+  checkCounts(settings, 'compareVariants');
+  signal?.throwIfAborted();
+  const { message, transfer } = sourceMessage(source, worker);
+  const channel = worker ? new WorkerChannel() : new LocalChannel();
+  const id = channel.nextId();
+  const listening = new AbortController();
+  const aborted = new Promise((_, reject) => {
+    signal?.addEventListener('abort', () => {
+      channel.send({ type: 'abort', id });
+      reject(signal.reason);
+    }, { once: true, signal: listening.signal });
+  });
+  try {
+    const run = channel.request({ type: 'variants', id, ...message, text, options: settings },
+      { onProgress, transfer });
+    const { result } = await Promise.race([run, aborted]);
+    return result;
+  } finally {
+    listening.abort();
+    // ends the worker, and with it a measurement still running after an abort
+    channel.close();
+  }
+}
+
 export class Engine {
   #channel;
   #info;
@@ -84,10 +126,8 @@ export class Engine {
 
   static async load(source, options = {}) {
     checkOptions(options, LOAD_OPTIONS, 'Engine.load');
-    const { onProgress, maxContext, signal, sha256, worker = true } = options;
-    if (maxContext !== undefined && !(Number.isInteger(maxContext) && maxContext > 0)) {
-      throw new Error(`maxContext must be a positive integer, got ${maxContext}`);
-    }
+    const { onProgress, maxContext, kvHeads, signal, sha256, worker = true } = options;
+    checkCounts({ maxContext, kvHeads }, 'Engine.load');
     signal?.throwIfAborted();
     const { message, transfer } = sourceMessage(source, worker);
 
@@ -103,7 +143,7 @@ export class Engine {
       }, { once: true, signal: listening.signal });
     });
     try {
-      const load = channel.request({ type: 'load', id, ...message, maxContext, sha256 },
+      const load = channel.request({ type: 'load', id, ...message, maxContext, kvHeads, sha256 },
         { onProgress, transfer });
       const { info } = await Promise.race([load, aborted]);
       engine.#info = info;
@@ -134,6 +174,31 @@ export class Engine {
     }
     const plain = messages.map(({ role, content }) => ({ role, content }));
     return this.#generate({ type: 'chat', messages: plain }, options, 'chat');
+  }
+
+  /**
+   * The perplexity of `text` as `gqa-webgpu perplexity` measures it: chunks of
+   * `context` tokens (512), at most `chunks` of them, each scored on its second half.
+   * `onProgress({phase: 'perplexity', loaded, total, fraction, detail: {perplexity}})`
+   * follows the chunks. Resolves to `{perplexity, chunks, tokensScored, context,
+   * kvHeads}`. The chunks run through the engine's KV cache: the conversation is
+   * forgotten.
+   */
+  perplexity(text, options = {}) {
+    try {
+      if (typeof text !== 'string') throw new TypeError('the text must be a string');
+      checkOptions(options, [...PERPLEXITY_OPTIONS, 'onProgress'], 'perplexity');
+      checkCounts(options, 'perplexity');
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const { onProgress, ...settings } = options;
+    return this.#enqueue(async () => {
+      const { result, info } = await this.#request({ type: 'perplexity', text,
+        options: settings }, { onProgress });
+      this.#info = info;
+      return result;
+    });
   }
 
   /** The model, adapter and memory, as of the last call that finished. */
@@ -277,9 +342,10 @@ class Channel {
     if (!pending) return;
     switch (message.type) {
       case 'progress': {
-        const { phase, loaded, total, fraction, cached } = message;
+        const { phase, loaded, total, fraction, cached, detail } = message;
         const event = { phase, loaded, total, fraction };
         if (cached !== undefined) event.cached = cached;
+        if (detail !== undefined) event.detail = detail;
         callSafely(pending.onProgress, event);
         break;
       }
@@ -403,6 +469,16 @@ function checkOptions(options, known, what) {
   if (unknown.length > 0) {
     throw new TypeError(`${what}: unknown option${unknown.length > 1 ? 's' : ''} `
       + `${unknown.join(', ')} (known: ${known.join(', ')})`);
+  }
+}
+
+// Options that must be positive integers when given (maxContext, kvHeads, context...).
+function checkCounts(options, what) {
+  for (const key of ['maxContext', 'kvHeads', ...VARIANTS_OPTIONS]) {
+    const value = options[key];
+    if (value !== undefined && !(Number.isInteger(value) && value > 0)) {
+      throw new TypeError(`${what}: ${key} must be a positive integer, got ${String(value)}`);
+    }
   }
 }
 
