@@ -280,6 +280,8 @@ impl Model {
         options: &LoadOptions,
         progress: &mut dyn FnMut(LoadPhase, u64, u64),
     ) -> Result<Self, ModelError> {
+        // a lost device makes wgpu's buffer uploads panic: refuse it first
+        ctx.check()?;
         let trained = ModelConfig::from_gguf(file, options.max_seq)?;
         let cfg = variants::with_kv_heads(&trained, options.kv_heads)?;
         let block = options.block.max(1);
@@ -319,6 +321,9 @@ impl Model {
             weights.gpu_bytes(&cfg) >> 20,
             cache.gpu_bytes() >> 20,
         );
+        // an allocation or upload the device refused (out of memory, say) fails
+        // the load itself where the backend reports it at once (wgpu-core does)
+        ctx.check()?;
         Ok(Self {
             config: cfg,
             ctx: ctx.clone(),

@@ -252,3 +252,30 @@ fn step_stats_count_dispatches_submissions_and_readback() {
     pollster::block_on(model.forward(&[5], Output::TopK(10))).unwrap();
     assert_eq!(model.last_step().readback_bytes, 10 * 8);
 }
+
+/// A lost device (as a driver reset leaves it) fails the next step with an error
+/// that says so, never with a token, and a load on the same device is refused.
+#[test]
+fn a_lost_device_fails_the_next_step_and_the_next_load_clearly() {
+    let ctx = gpu();
+    let spec = SyntheticSpec::tiny(9, 3, WeightFormat::Q4_1);
+    let bytes = spec.to_gguf();
+    let mut model = load(&ctx, &bytes, 16);
+    pollster::block_on(model.forward(&[1, 2, 3], Output::Argmax)).unwrap();
+
+    ctx.lose_device("a test");
+
+    let step = pollster::block_on(model.forward(&[4], Output::Argmax));
+    match step {
+        Err(ForwardError::Gpu(e)) => assert!(e.to_string().contains("lost: a test"), "{e}"),
+        Err(e) => panic!("another error: {e}"),
+        Ok(out) => panic!("a lost device gave a token: {:?}", out.token),
+    }
+    let file = GgufFile::parse(&bytes, bytes.len() as u64).unwrap();
+    let again = Model::load(&ctx, &file, &bytes, &LoadOptions::default());
+    let error = again
+        .err()
+        .expect("a load on a lost device succeeded")
+        .to_string();
+    assert!(error.contains("the GPU device was lost: a test"), "{error}");
+}
