@@ -1,6 +1,12 @@
 //! The WebAssembly boundary: the engine as a JS class (`WasmEngine`), and the
 //! header inspection that lets a page refuse a model before downloading it.
 //! Errors become JS `Error`s here, and only here.
+//!
+//! A call holds the engine's `RefCell` borrow across its awaits on purpose: the
+//! borrow is what makes a second call on the same engine fail as busy instead of
+//! interleaving with the first (gqa-host.js queues calls, so it never happens
+//! through gqa.js).
+#![allow(clippy::await_holding_refcell_ref)]
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -376,7 +382,7 @@ async fn run(
                 let Some(callback) = &on_attention else {
                     return;
                 };
-                let event = attention_event(&config, &step);
+                let event = attention_event(&config, step);
                 if let Err(e) = event.and_then(|e| callback.call1(&JsValue::NULL, &e)) {
                     // stops at the next token, and the call fails with this error
                     attention_failed.borrow_mut().get_or_insert(e);
@@ -459,7 +465,7 @@ struct JsBenchOptions {
 }
 
 impl JsBenchOptions {
-    fn to_options(self) -> BenchOptions {
+    fn into_options(self) -> BenchOptions {
         let d = BenchOptions::default();
         BenchOptions {
             contexts: self.contexts.unwrap_or(d.contexts),
@@ -511,7 +517,7 @@ pub async fn run_bench(
     };
     let bytes = bytes.to_vec();
     let ctx = GpuContext::new(ContextOptions::default()).await?;
-    let report = bench::run(&ctx, &bytes, read_seconds, &name, &options.to_options()).await?;
+    let report = bench::run(&ctx, &bytes, read_seconds, &name, &options.into_options()).await?;
     to_js(&report)
 }
 

@@ -56,18 +56,14 @@ export async function bench(source, options = {}) {
 
   const channel = worker ? new WorkerChannel() : new LocalChannel();
   const id = channel.nextId();
-  const listening = new AbortController();
-  const aborted = new Promise((_, reject) => {
-    signal?.addEventListener('abort', () => reject(signal.reason),
-      { once: true, signal: listening.signal });
-  });
+  const { aborted, release } = abortion(channel, id, signal);
   try {
     const run = channel.request({ type: 'bench', id, ...message, options: settings },
       { onProgress, transfer });
     const { result } = await Promise.race([run, aborted]);
     return result;
   } finally {
-    listening.abort();
+    release();
     channel.close();
   }
 }
@@ -93,20 +89,14 @@ export async function compareVariants(source, options = {}) {
   const { message, transfer } = sourceMessage(source, worker);
   const channel = worker ? new WorkerChannel() : new LocalChannel();
   const id = channel.nextId();
-  const listening = new AbortController();
-  const aborted = new Promise((_, reject) => {
-    signal?.addEventListener('abort', () => {
-      channel.send({ type: 'abort', id });
-      reject(signal.reason);
-    }, { once: true, signal: listening.signal });
-  });
+  const { aborted, release } = abortion(channel, id, signal);
   try {
     const run = channel.request({ type: 'variants', id, ...message, text, options: settings },
       { onProgress, transfer });
     const { result } = await Promise.race([run, aborted]);
     return result;
   } finally {
-    listening.abort();
+    release();
     // ends the worker, and with it a measurement still running after an abort
     channel.close();
   }
@@ -135,13 +125,7 @@ export class Engine {
     const engine = new Engine(CONSTRUCT, channel);
     const id = channel.nextId();
     // Aborting a load rejects at once; the worker, mid-upload, is simply ended.
-    const listening = new AbortController();
-    const aborted = new Promise((_, reject) => {
-      signal?.addEventListener('abort', () => {
-        channel.send({ type: 'abort', id });
-        reject(signal.reason);
-      }, { once: true, signal: listening.signal });
-    });
+    const { aborted, release } = abortion(channel, id, signal);
     try {
       const load = channel.request({ type: 'load', id, ...message, maxContext, kvHeads, sha256 },
         { onProgress, transfer });
@@ -152,7 +136,7 @@ export class Engine {
       channel.close();
       throw e;
     } finally {
-      listening.abort();
+      release();
     }
   }
 
@@ -459,6 +443,19 @@ function sourceMessage(source, worker) {
   // Copy, then transfer the copy: the caller's buffer stays usable.
   const copy = bytes.slice();
   return { message: { source: { bytes: copy } }, transfer: [copy.buffer] };
+}
+
+// A Promise that rejects with `signal.reason` when `signal` aborts, after telling
+// the host to stop request `id`; `release()` stops listening.
+function abortion(channel, id, signal) {
+  const listening = new AbortController();
+  const aborted = new Promise((_, reject) => {
+    signal?.addEventListener('abort', () => {
+      channel.send({ type: 'abort', id });
+      reject(signal.reason);
+    }, { once: true, signal: listening.signal });
+  });
+  return { aborted, release: () => listening.abort() };
 }
 
 function checkOptions(options, known, what) {

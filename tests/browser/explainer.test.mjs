@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { REPO, TINY_MODEL_PATH, launchBrowser, openPage, startServer, tinyFixture } from './harness.mjs';
+import { REPO, TINY_MODEL_PATH, openPage, startSession, tinyFixture } from './harness.mjs';
 
 const TIMEOUT = { timeout: 180_000 };
 // SwiftShader's f32 against the reference's f64, after two layers.
@@ -21,12 +21,7 @@ let fixture;
 
 before(async () => {
   fixture = tinyFixture();
-  server = await startServer();
-  browser = await launchBrowser();
-  page = await openPage(browser.context, server.url);
-  await page.evaluate(async () => {
-    window.gqa = await import('/gqa.js');
-  });
+  ({ server, browser, page } = await startSession());
 });
 
 after(async () => {

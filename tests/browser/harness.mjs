@@ -95,6 +95,26 @@ export async function openPage(context, url) {
   return page;
 }
 
+/**
+ * What most test files start with: the server, a browser, and the demo page with
+ * gqa.js imported as `window.gqa`.
+ */
+export async function startSession() {
+  const server = await startServer();
+  const browser = await launchBrowser();
+  try {
+    const page = await openPage(browser.context, server.url);
+    await page.evaluate(async () => {
+      window.gqa = await import('/gqa.js');
+    });
+    return { server, browser, page };
+  } catch (e) {
+    await browser.close();
+    await server.stop();
+    throw e;
+  }
+}
+
 /** The tiny model's native greedy run, written by `cargo test --test engine`. */
 export function tinyFixture() {
   const file = join(REPO, 'target/browser-fixtures/tiny.json');

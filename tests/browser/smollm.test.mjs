@@ -6,8 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
 import {
-  DEFAULT_MODEL, DEFAULT_MODEL_PATH, countsFor, goldenCapital, launchBrowser, openPage,
-  startServer,
+  DEFAULT_MODEL, DEFAULT_MODEL_PATH, countsFor, goldenCapital, startSession,
 } from './harness.mjs';
 
 const LOAD = { timeout: 600_000 };
@@ -19,12 +18,7 @@ let page;
 const golden = goldenCapital();
 
 before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-  page = await openPage(browser.context, server.url);
-  await page.evaluate(async () => {
-    window.gqa = await import('/gqa.js');
-  });
+  ({ server, browser, page } = await startSession());
 });
 
 after(async () => {

@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 
 import {
-  DEFAULT_MODEL, DEFAULT_MODEL_PATH, REPO, TINY_MODEL_PATH, countsFor, launchBrowser, openPage,
-  startServer, tinyFixture,
+  DEFAULT_MODEL, DEFAULT_MODEL_PATH, REPO, TINY_MODEL_PATH, countsFor, startSession,
+  tinyFixture,
 } from './harness.mjs';
 
 const TIMEOUT = { timeout: 180_000 };
@@ -21,12 +21,7 @@ let fixture;
 
 before(async () => {
   fixture = tinyFixture();
-  server = await startServer();
-  browser = await launchBrowser();
-  page = await openPage(browser.context, server.url);
-  await page.evaluate(async () => {
-    window.gqa = await import('/gqa.js');
-  });
+  ({ server, browser, page } = await startSession());
 });
 
 after(async () => {

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
-import { TINY_MODEL_PATH, launchBrowser, openPage, startServer, tinyFixture } from './harness.mjs';
+import { TINY_MODEL_PATH, openPage, startSession, tinyFixture } from './harness.mjs';
 
 const TIMEOUT = { timeout: 240_000 };
 // SwiftShader's f32 against lavapipe's f32: the same kernels, another rounding order.
@@ -20,12 +20,7 @@ let variants;
 
 before(async () => {
   ({ variants } = tinyFixture());
-  server = await startServer();
-  browser = await launchBrowser();
-  page = await openPage(browser.context, server.url);
-  await page.evaluate(async () => {
-    window.gqa = await import('/gqa.js');
-  });
+  ({ server, browser, page } = await startSession());
 });
 
 after(async () => {
