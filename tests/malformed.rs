@@ -725,8 +725,8 @@ fn model_cases() -> Vec<Case> {
             p().set("llama.embedding_length", u32v(64))
                 .remove("llama.rope.dimension_count")
                 .to_bytes(),
-            Model(M::Shape { .. }),
-            "token_embd.weight"
+            Model(M::EmbeddingShape { .. }),
+            "'token_embd.weight' has dims [32, 16]: expected [64, vocabulary size]"
         ),
         case!(
             "an odd head size",
@@ -840,8 +840,8 @@ fn model_cases() -> Vec<Case> {
             "a quantized norm",
             p().retype(OUT_NORM, &[32], GgmlType::Q8_0, vec![0; 34])
                 .to_bytes(),
-            Model(M::TensorType { .. }),
-            "tensor 'output_norm.weight' is Q8_0"
+            Model(M::VectorType { .. }),
+            "tensor 'output_norm.weight' is Q8_0: norms, biases and RoPE factors are read as F32"
         ),
         case!(
             "rows of 48 columns",

@@ -212,10 +212,9 @@ impl ModelConfig {
                 *rows as usize
             }
             _ => {
-                return Err(ModelError::Shape {
-                    name: embd.name.clone(),
+                return Err(ModelError::EmbeddingShape {
                     found: embd.dims.clone(),
-                    expected: vec![n_embd as u64, 0],
+                    n_embd,
                 })
             }
         };

@@ -46,6 +46,19 @@ pub enum ModelError {
         ggml_type: &'static str,
     },
     #[error(
+        "tensor '{name}' is {ggml_type}: norms, biases and RoPE factors are read as F32 \
+         or F16 values"
+    )]
+    VectorType {
+        name: String,
+        ggml_type: &'static str,
+    },
+    #[error(
+        "tensor 'token_embd.weight' has dims {found:?}: expected [{n_embd}, vocabulary \
+         size], rows of the embedding length ({n_embd}) and at most 2^32 of them"
+    )]
+    EmbeddingShape { found: Vec<u64>, n_embd: usize },
+    #[error(
         "{requested} KV heads asked for: this model has {trained} KV heads under {n_head} \
          query heads, so it can run with {} (divisors of {trained}, or multiples of it \
          that divide {n_head})",

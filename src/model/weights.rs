@@ -183,7 +183,7 @@ fn norm_format(info: &TensorInfo) -> Result<WeightFormat, ModelError> {
     match info.ggml_type {
         GgmlType::F32 => Ok(WeightFormat::F32),
         GgmlType::F16 => Ok(WeightFormat::F16),
-        other => Err(ModelError::TensorType {
+        other => Err(ModelError::VectorType {
             name: info.name.clone(),
             ggml_type: other.name(),
         }),
