@@ -1,14 +1,18 @@
 //! Models of a billion parameters, planned from their GGUF headers alone as the browser
 //! does before it downloads anything: the memory plan and the splitting of matrices across
 //! a 128 MiB binding limit (lavapipe's) on headers of the real shapes of Llama-3.2-1B and
-//! TinyLlama-1.1B, against figures computed here another way. No weights are made.
+//! TinyLlama-1.1B, against figures computed here another way. One test then makes the
+//! weights of TinyLlama-1.1B and runs them on the GPU, split across bindings.
+
+mod common;
 
 use gqa_webgpu::gguf::{GgufError, GgufFile};
 use gqa_webgpu::gpu::matrix::GpuMatrix;
 use gqa_webgpu::model::{weights, MemoryPlan, ModelConfig, ModelError};
 use gqa_webgpu::quant::WeightFormat;
+use gqa_webgpu::reference::CpuModel;
 use gqa_webgpu::synthetic::{Family, SyntheticSpec};
-use gqa_webgpu::LoadOptions;
+use gqa_webgpu::{ContextOptions, LoadOptions, Model, Output};
 
 /// lavapipe's `max_storage_buffer_binding_size`.
 const LIMIT: u64 = 128 << 20;
@@ -228,4 +232,49 @@ fn tinyllama_1_1b_with_f32_tables_splits_each_in_two() {
     let layer_chunks = counts.iter().filter(|(n, _)| n.starts_with("blk."));
     assert!(layer_chunks.clone().all(|(_, n)| *n == 1));
     assert_eq!(layer_chunks.count(), 22 * 7);
+}
+
+/// TinyLlama-1.1B's real shapes with random weights (Q4_0 layers, F32 tables so that
+/// both tables split in two at 128 MiB), loaded onto the GPU as the plan says and run
+/// on tokens from both halves of the split tables against the CPU reference.
+#[test]
+fn tinyllama_1_1b_weights_run_on_the_gpu_split_as_planned() {
+    let (spec, family) = tinyllama_1_1b(WeightFormat::Q4_0, WeightFormat::F32);
+    let bytes = spec.to_gguf_as(&family);
+    let file = GgufFile::parse(&bytes, bytes.len() as u64).unwrap();
+    let max_seq = 16;
+    let cfg = ModelConfig::from_gguf(&file, Some(max_seq)).unwrap();
+    let plan = check_plan(&file, &cfg);
+    assert_eq!(
+        chunks_of(&chunk_counts(&file, &cfg, LIMIT), "token_embd.weight"),
+        2
+    );
+
+    let ctx = common::gpu_with(ContextOptions {
+        max_binding_bytes: Some(LIMIT),
+    });
+    let options = LoadOptions {
+        max_seq: Some(max_seq),
+        ..LoadOptions::default()
+    };
+    let mut model = Model::load(&ctx, &file, &bytes, &options).unwrap();
+    assert_eq!(model.gpu_bytes(), (plan.weights, plan.kv_cache));
+    let in_use = ctx.memory_in_use().bytes;
+    assert!(
+        in_use >= plan.total() && in_use <= plan.total() + (1 << 20),
+        "{in_use} bytes in use, {} planned",
+        plan.total()
+    );
+
+    // rows 16384 and up of each table live in its second binding
+    let tokens = [5, 16_383, 16_384, 31_999];
+    let gpu = pollster::block_on(model.forward(&tokens, Output::AllLogits))
+        .unwrap()
+        .logits;
+    let cpu = CpuModel::from_gguf(&file, &bytes, Some(max_seq))
+        .unwrap()
+        .forward(&tokens);
+    // 22 layers of f32 against f64: errors relative to the logits' spread
+    let spread = cpu.iter().fold(0f32, |m, v| m.max(v.abs()));
+    common::assert_close("TinyLlama-1.1B logits", &gpu, &cpu, 2e-4 * spread, 1e-3);
 }
