@@ -8,6 +8,12 @@
 // element at the same time, which a uniform load serves as one broadcast where
 // a storage or workgroup load would be repeated for each lane on CPU adapters.
 //
+// A workgroup walks its keys TILE at a time with a running softmax: each tile's
+// scores go through workgroup memory, and the output and sum so far are scaled
+// by exp(old max - new max) whenever a tile raises the maximum. So SPLIT_KEYS
+// is free of workgroup memory: the host picks it per adapter (many splits for
+// a GPU's many cores, one for a CPU adapter's few threads).
+//
 // With one split the normalised output is written directly. With more, each
 // split leaves its unnormalised output, its maximum score and its sum of
 // weights in `partial`, and attention_combine.wgsl merges the splits.
@@ -29,8 +35,9 @@ struct Params {
 // 4, at most 256): pipeline constants, so the loops over them are fixed.
 override HEADS: u32 = 1u;
 override HEAD_DIM: u32 = 64u;
-// Keys per split: HEADS * SPLIT_KEYS scores fit p_s.
+// Keys per split, and keys per tile: HEADS * TILE scores fit p_s.
 override SPLIT_KEYS: u32 = 256u;
+override TILE: u32 = 256u;
 
 const WORKGROUP: u32 = 64u;
 const MAX_Q: u32 = 4096u;                     // the longest query row the binding holds
@@ -46,10 +53,11 @@ override KEY_LANES: u32 = WORKGROUP / QUADS;  // keys taken side by side in the 
 // [n_head, max_splits, head_dim] outputs, then [n_head, max_splits] (max, sum) pairs
 @group(0) @binding(6) var<storage, read_write> partial: array<f32>;
 
-var<workgroup> p_s: array<f32, 1024>;       // [head][key of the split]: score, then weight
+var<workgroup> p_s: array<f32, 1024>;       // [head][key of the tile]: score, then weight
 var<workgroup> o_s: array<vec4<f32>, 512>;  // [key lane][head][quad]: outputs to add up
-var<workgroup> max_s: array<f32, 8>;        // per head: the split's largest score
-var<workgroup> sum_s: array<f32, 8>;        // per head: the split's sum of weights
+var<workgroup> max_s: array<f32, 8>;        // per head: the largest score so far
+var<workgroup> sum_s: array<f32, 8>;        // per head: the sum of weights so far
+var<workgroup> rescale_s: array<f32, 8>;    // per head: exp(old max - new max) of this tile
 
 @compute @workgroup_size(64)
 fn main(
@@ -62,64 +70,82 @@ fn main(
     let kv_head = wid.x / heads_split;
     let head0 = kv_head * group_size + (wid.x % heads_split) * HEADS;
     let n_keys = step.pos0 + 1u;
-    let key0 = wid.y * SPLIT_KEYS;
-    let keys = min(SPLIT_KEYS, n_keys - key0);
-    let kv_base = (kv_head * params.max_seq + key0) * QUADS;
-
-    // scores: an invocation takes every 64th key of the split, for every head
-    for (var j = lid; j < keys; j += WORKGROUP) {
-        var score: array<f32, 8>;
-        let row = kv_base + j * QUADS;
-        for (var d = 0u; d < QUADS; d++) {
-            let k = k_cache[row + d];
-            for (var h = 0u; h < HEADS; h++) {
-                score[h] += dot(q[(head0 + h) * QUADS + d], k);
-            }
-        }
-        for (var h = 0u; h < HEADS; h++) {
-            p_s[h * SPLIT_KEYS + j] = score[h] * params.scale;
-        }
-    }
-    workgroupBarrier();
+    let split_end = min((wid.y + 1u) * SPLIT_KEYS, n_keys);
+    let kv_head_base = kv_head * params.max_seq * QUADS;
 
     if lid < HEADS {
-        var m = p_s[lid * SPLIT_KEYS];
-        for (var j = 1u; j < keys; j++) {
-            m = max(m, p_s[lid * SPLIT_KEYS + j]);
-        }
-        max_s[lid] = m;
+        max_s[lid] = -3.0e38; // exp of it minus any score is 0
+        sum_s[lid] = 0.0;
     }
-    workgroupBarrier();
-
-    for (var j = lid; j < keys; j += WORKGROUP) {
-        for (var h = 0u; h < HEADS; h++) {
-            p_s[h * SPLIT_KEYS + j] = exp(p_s[h * SPLIT_KEYS + j] - max_s[h]);
-        }
-    }
-    workgroupBarrier();
-
     // values: an invocation owns one vec4 of the head and every KEY_LANES-th key
+    // of a tile (a head of 48 leaves the last 4 invocations without a lane)
     let quad = lid % QUADS;
     let lane = lid / QUADS;
-    // (a head of 48 leaves the last 4 invocations without a lane)
-    if lane < KEY_LANES {
-        var acc: array<vec4<f32>, 8>;
-        for (var j = lane; j < keys; j += KEY_LANES) {
-            let v = v_cache[kv_base + j * QUADS + quad];
+    var acc: array<vec4<f32>, 8>;
+
+    for (var key0 = wid.y * SPLIT_KEYS; key0 < split_end; key0 += TILE) {
+        let keys = min(TILE, split_end - key0);
+        let kv_base = kv_head_base + key0 * QUADS;
+
+        // scores: an invocation takes every 64th key of the tile, for every head
+        for (var j = lid; j < keys; j += WORKGROUP) {
+            var score: array<f32, 8>;
+            let row = kv_base + j * QUADS;
+            for (var d = 0u; d < QUADS; d++) {
+                let k = k_cache[row + d];
+                for (var h = 0u; h < HEADS; h++) {
+                    score[h] += dot(q[(head0 + h) * QUADS + d], k);
+                }
+            }
             for (var h = 0u; h < HEADS; h++) {
-                acc[h] += p_s[h * SPLIT_KEYS + j] * v;
+                p_s[h * TILE + j] = score[h] * params.scale;
             }
         }
+        workgroupBarrier();
+
+        if lid < HEADS {
+            var m = max_s[lid];
+            for (var j = 0u; j < keys; j++) {
+                m = max(m, p_s[lid * TILE + j]);
+            }
+            rescale_s[lid] = exp(max_s[lid] - m);
+            max_s[lid] = m;
+        }
+        workgroupBarrier();
+
+        for (var j = lid; j < keys; j += WORKGROUP) {
+            for (var h = 0u; h < HEADS; h++) {
+                p_s[h * TILE + j] = exp(p_s[h * TILE + j] - max_s[h]);
+            }
+        }
+        workgroupBarrier();
+
+        if lane < KEY_LANES {
+            for (var h = 0u; h < HEADS; h++) {
+                acc[h] *= rescale_s[h];
+            }
+            for (var j = lane; j < keys; j += KEY_LANES) {
+                let v = v_cache[kv_base + j * QUADS + quad];
+                for (var h = 0u; h < HEADS; h++) {
+                    acc[h] += p_s[h * TILE + j] * v;
+                }
+            }
+        }
+        if lid < HEADS {
+            var s = 0.0;
+            for (var j = 0u; j < keys; j++) {
+                s += p_s[lid * TILE + j];
+            }
+            sum_s[lid] = sum_s[lid] * rescale_s[lid] + s;
+        }
+        // the next tile overwrites p_s and rescale_s
+        workgroupBarrier();
+    }
+
+    if lane < KEY_LANES {
         for (var h = 0u; h < HEADS; h++) {
             o_s[(lane * HEADS + h) * QUADS + quad] = acc[h];
         }
-    }
-    if lid < HEADS {
-        var s = 0.0;
-        for (var j = 0u; j < keys; j++) {
-            s += p_s[lid * SPLIT_KEYS + j];
-        }
-        sum_s[lid] = s;
     }
     workgroupBarrier();
 

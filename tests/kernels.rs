@@ -413,15 +413,22 @@ fn attention_matches_reference_for_decode_and_prefill() {
     }
 }
 
-/// Decode attention split along the keys (attention_decode.wgsl, merged by
-/// attention_combine.wgsl) for one token at `pos0`, against the reference.
-fn check_decode_attention(ctx: &GpuContext, kernels: &Kernels, shape: AttentionShape, pos0: usize) {
+/// Decode attention split along the keys every `split_keys` keys
+/// (attention_decode.wgsl, merged by attention_combine.wgsl) for one token at
+/// `pos0`, against the reference.
+fn check_decode_attention(
+    ctx: &GpuContext,
+    kernels: &Kernels,
+    shape: AttentionShape,
+    split_keys: u32,
+    pos0: usize,
+) {
     let mut rng = Rng((shape.n_head * 1000 + shape.n_kv_head * 10 + pos0) as u64);
     let hd = shape.head_dim;
     let (n_head, n_kv_head) = (shape.n_head as u32, shape.n_kv_head as u32);
     let group = n_head / n_kv_head;
     let decode = kernels
-        .decode_attention(ctx, group, hd as u32, n_head)
+        .decode_attention_split(ctx, group, hd as u32, n_head, split_keys)
         .unwrap_or_else(|| panic!("decode attention refuses {shape:?}"));
     let q = random(&mut rng, shape.n_head * hd, 1.0);
     let k_cache = random(&mut rng, shape.n_kv_head * shape.max_seq * hd, 1.0);
@@ -465,7 +472,7 @@ fn check_decode_attention(ctx: &GpuContext, kernels: &Kernels, shape: AttentionS
     let expected = reference::attention(&q, &k_cache, &v_cache, shape, pos0);
     let what = format!(
         "decode attention {n_head}/{n_kv_head} heads, head size {hd}, {} keys \
-         ({} heads a workgroup, {} splits)",
+         ({} heads a workgroup, {} splits of {split_keys} keys)",
         pos0 + 1,
         decode.heads,
         decode.splits(pos0 as u32 + 1)
@@ -492,9 +499,13 @@ fn decode_attention_matches_reference_across_splits() {
             head_dim,
             max_seq: 600,
         };
-        // 1 key; a split's worth; one more than that; several splits and a partial one
-        for pos0 in [0, 127, 255, 256, 599] {
-            check_decode_attention(&ctx, &kernels, shape, pos0);
+        // Splits of 100 keys (a tile and a part), of 256 (a GPU's: 1 tile, or 2 for
+        // 8 heads a workgroup) and of every key (a CPU adapter's: tiles in turn);
+        // 1 key, a tile's worth, one more, several tiles or splits and a partial one.
+        for split_keys in [100, 256, 1 << 16] {
+            for pos0 in [0, 127, 255, 256, 599] {
+                check_decode_attention(&ctx, &kernels, shape, split_keys, pos0);
+            }
         }
     }
 }

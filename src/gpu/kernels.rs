@@ -444,6 +444,7 @@ impl Kernels {
     /// Compiles decode attention for query heads of `head_dim` in groups of
     /// `group_size` (attention_decode.wgsl and attention_combine.wgsl), or None
     /// where that shape does not fit them; prefill's kernel then serves decode too.
+    /// Keys per split suit the adapter: see [`Kernels::decode_split_keys`].
     pub fn decode_attention(
         &self,
         ctx: &GpuContext,
@@ -451,20 +452,46 @@ impl Kernels {
         head_dim: u32,
         n_head: u32,
     ) -> Option<DecodeAttention> {
+        let split_keys = Self::decode_split_keys(ctx.info.device_type);
+        self.decode_attention_split(ctx, group_size, head_dim, n_head, split_keys)
+    }
+
+    /// Keys a workgroup of decode attention takes on an adapter of this type. A
+    /// GPU needs many workgroups to fill its cores, so long contexts are split
+    /// every 256 keys and the splits merged by a second dispatch. A CPU adapter
+    /// (lavapipe, SwiftShader) runs a few threads that one workgroup per KV head
+    /// already fills, and there the merge costs more than the split saves
+    /// (lavapipe: 7.3 ms against 1.4 for attention at 2048 keys, 9/3 heads),
+    /// so its workgroups take every key up to 65,536.
+    pub fn decode_split_keys(device_type: wgpu::DeviceType) -> u32 {
+        match device_type {
+            wgpu::DeviceType::Cpu => 1 << 16,
+            _ => 256,
+        }
+    }
+
+    /// [`Kernels::decode_attention`] with `split_keys` keys per split.
+    pub fn decode_attention_split(
+        &self,
+        ctx: &GpuContext,
+        group_size: u32,
+        head_dim: u32,
+        n_head: u32,
+        split_keys: u32,
+    ) -> Option<DecodeAttention> {
         let fits = head_dim % 4 == 0 && head_dim <= DECODE_MAX_DIM;
-        if !fits || n_head * head_dim > DECODE_MAX_Q {
+        if !fits || n_head * head_dim > DECODE_MAX_Q || split_keys == 0 {
             return None;
         }
         let heads = (1..=DECODE_MAX_HEADS.min(group_size))
             .rev()
             .find(|h| group_size % h == 0)?;
-        // As many keys per split as the scores' workgroup memory holds, at most 256:
-        // long enough that the merge is cheap, short enough for parallel splits.
-        let split_keys = (DECODE_SCORES / heads).min(256).next_power_of_two();
-        let split_keys = if split_keys * heads > DECODE_SCORES {
-            split_keys / 2
+        // Keys per tile: as many scores as workgroup memory holds, at most 256.
+        let tile = (DECODE_SCORES / heads).min(256).next_power_of_two();
+        let tile = if tile * heads > DECODE_SCORES {
+            tile / 2
         } else {
-            split_keys
+            tile
         };
         let mut builder = Builder {
             ctx,
@@ -476,6 +503,7 @@ impl Kernels {
             ("HEADS", f64::from(heads)),
             ("HEAD_DIM", f64::from(head_dim)),
             ("SPLIT_KEYS", f64::from(split_keys)),
+            ("TILE", f64::from(tile)),
         ];
         let split = builder.kernel(
             "attention_decode",
@@ -489,10 +517,11 @@ impl Kernels {
             "attention_combine.wgsl",
             &[Uniform, Uniform, Read, Write],
             None,
-            &constants[1..],
+            &constants[1..3],
         );
         log::info!(
-            "decode attention: {heads} query heads per workgroup, {split_keys} keys per split"
+            "decode attention: {heads} query heads per workgroup, {split_keys} keys per \
+             split, {tile} per tile"
         );
         Some(DecodeAttention {
             split,
