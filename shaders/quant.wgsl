@@ -36,6 +36,9 @@ struct WeightChunk {
 
 @group(1) @binding(0) var<uniform> chunk: WeightChunk;
 @group(1) @binding(1) var<storage, read> weights: array<u32>;
+// The same words four at a time: one load for four words where they are
+// 16-byte aligned (the quants of a Q4_0/Q4_1 block, half a Q8_0 block).
+@group(1) @binding(2) var<storage, read> quads: array<vec4<u32>>;
 
 // Eight consecutive weights of a row.
 struct Eight {
@@ -197,20 +200,21 @@ fn dot_block(row: u32, block: u32, x: ptr<function, Block>, x_sum: f32) -> f32 {
             return sum;
         }
         case FORMAT_Q8_0: {
-            let at = b * 8u;
+            let lo = quads[2u * b];
+            let hi = quads[2u * b + 1u];
             var sum = 0.0;
-            for (var i = 0u; i < 8u; i++) {
-                sum += dot(signed_bytes(weights[at + i]), (*x)[i]);
+            for (var i = 0u; i < 4u; i++) {
+                sum += dot(signed_bytes(lo[i]), (*x)[i]) + dot(signed_bytes(hi[i]), (*x)[i + 4u]);
             }
             return half_scale(b) * sum;
         }
         case FORMAT_Q4_0, FORMAT_Q4_1: {
             // words 0-3 hold bytes 0-15; element i < 16 is the low nibble of byte
             // i, element i + 16 the high nibble of the same byte
-            let at = b * 4u;
+            let words = quads[b];
             var sum = 0.0;
             for (var i = 0u; i < 4u; i++) {
-                let w = weights[at + i];
+                let w = words[i];
                 sum += dot(nibbles(w, 0u), (*x)[i]) + dot(nibbles(w, 4u), (*x)[i + 4u]);
             }
             if WEIGHT_FORMAT == FORMAT_Q4_0 {
@@ -286,14 +290,16 @@ fn load8(row: u32, group: u32) -> Eight {
             return Eight(vec4<f32>(a, b), vec4<f32>(c, d));
         }
         case FORMAT_Q8_0: {
-            let at = block * 8u + quarter * 2u;
+            let words = quads[block * 2u + quarter / 2u];
+            let pair = select(words.xy, words.zw, (quarter & 1u) == 1u);
             let d = half_scale(block);
-            return Eight(d * signed_bytes(weights[at]), d * signed_bytes(weights[at + 1u]));
+            return Eight(d * signed_bytes(pair.x), d * signed_bytes(pair.y));
         }
         case FORMAT_Q4_0, FORMAT_Q4_1: {
             // Element i < 16 of a block is the low nibble of its byte i, element
             // i + 16 the high nibble of the same byte.
-            let at = block * 4u + (quarter % 2u) * 2u;
+            let words = quads[block];
+            let pair = select(words.xy, words.zw, (quarter & 1u) == 1u);
             let shift = (quarter / 2u) * 4u;
             var d: f32;
             var m: f32;
@@ -305,10 +311,7 @@ fn load8(row: u32, group: u32) -> Eight {
                 d = dm.x;
                 m = dm.y;
             }
-            return Eight(
-                d * nibbles(weights[at], shift) + m,
-                d * nibbles(weights[at + 1u], shift) + m,
-            );
+            return Eight(d * nibbles(pair.x, shift) + m, d * nibbles(pair.y, shift) + m);
         }
         case FORMAT_Q5_0, FORMAT_Q5_1: {
             // as Q4, with element i's fifth bit at bit i of the word before qs

@@ -298,7 +298,7 @@ impl Kernels {
             dispatches: Arc::default(),
             log: Arc::default(),
         };
-        let weight_layout = builder.layout(&[Uniform, Read]);
+        let weight_layout = builder.layout(&[Uniform, Read, Read]);
         let by_format = |builder: &mut Builder, name: &'static str, file: &str, slots: &[Slot]| {
             let map = formats
                 .iter()

@@ -156,6 +156,14 @@ impl GpuMatrix {
                         binding: 1,
                         resource: buffer.as_entire_binding(),
                     },
+                    wgpu::BindGroupEntry {
+                        binding: 2,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: &buffer,
+                            offset: 0,
+                            size: wgpu::BufferSize::new(vec4_view_bytes(words.len())),
+                        }),
+                    },
                 ],
             });
             chunks.push(Chunk {
@@ -223,4 +231,10 @@ impl GpuMatrix {
                 .dispatch(pass, &[io, &chunk.bind_group], grid);
         }
     }
+}
+
+/// Bytes of a chunk that its `array<vec4<u32>>` view (quant.wgsl's `quads`)
+/// covers: the whole 16-byte words of its `words` words.
+fn vec4_view_bytes(words: usize) -> u64 {
+    (words as u64 * 4) / 16 * 16
 }
