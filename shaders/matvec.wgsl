@@ -2,11 +2,14 @@
 // of the weight chunk.
 //
 // Each invocation serves ROWS rows and every LANES-th block of 32 columns: it
-// loads a block of x into registers once and uses it for all of its rows. The
-// LANES partial sums of a row are then added in workgroup memory. Loads, not
-// arithmetic, bound this kernel on CPU adapters such as lavapipe, so reusing x
-// across rows is what matters there, and x comes through a uniform binding:
-// lavapipe serves a uniform load as one gather, where a storage load is
+// loads a block of x into registers once and uses it for all of its rows. With
+// LANES > 1 (GPUs: neighbouring invocations read neighbouring blocks) the LANES
+// partial sums of a row are then added in workgroup memory. With LANES = 1 (CPU
+// adapters: src/gpu/kernels.rs, KernelShapes) an invocation walks whole rows,
+// every invocation at the same block at once, and writes its sums itself.
+// Loads, not arithmetic, bound this kernel on CPU adapters such as lavapipe, so
+// reusing x across rows is what matters there, and x comes through a uniform
+// binding: lavapipe serves a uniform load as one gather, where a storage load is
 // repeated lane by lane with bounds checks (about twice the cost per value).
 
 struct Step {
@@ -28,7 +31,8 @@ const MAX_COLS: u32 = 16384u;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>; // [rows of the whole tensor]
 @group(0) @binding(4) var<uniform> x: array<vec4<f32>, MAX_COLS / 4u>; // [cols]
 
-const LANES: u32 = 8u;
+// Invocations that share a row: 8 or 1, chosen per adapter.
+override LANES: u32 = 8u;
 const ROWS: u32 = 4u;
 // [invocation][row of the invocation]
 var<workgroup> partial: array<f32, 256>;
@@ -42,21 +46,30 @@ fn main(
     let lane = lid % LANES;
     let first_row = ((wid.x + wid.y * groups.x) * (64u / LANES) + lid / LANES) * ROWS;
 
+    // (no test of first_row around the loop: with LANES = 1 every invocation
+    // then takes it in step, and a CPU adapter reads each block of x once for
+    // all of its lanes)
     var acc = vec4<f32>();
-    if first_row < chunk.rows {
-        for (var b = lane; b < chunk.cols / 32u; b += LANES) {
-            var xb: Block;
-            var x_sum = 0.0;
-            for (var i = 0u; i < 8u; i++) {
-                xb[i] = x[b * 8u + i];
-                x_sum += xb[i].x + xb[i].y + xb[i].z + xb[i].w;
-            }
-            for (var r = 0u; r < ROWS; r++) {
-                if first_row + r < chunk.rows {
-                    acc[r] += dot_block(first_row + r, b, &xb, x_sum);
-                }
+    for (var b = lane; b < chunk.cols / 32u; b += LANES) {
+        var xb: Block;
+        var x_sum = 0.0;
+        for (var i = 0u; i < 8u; i++) {
+            xb[i] = x[b * 8u + i];
+            x_sum += xb[i].x + xb[i].y + xb[i].z + xb[i].w;
+        }
+        for (var r = 0u; r < ROWS; r++) {
+            if first_row + r < chunk.rows {
+                acc[r] += dot_block(first_row + r, b, &xb, x_sum);
             }
         }
+    }
+    if LANES == 1u {
+        for (var r = 0u; r < ROWS; r++) {
+            if first_row + r < chunk.rows {
+                y[chunk.row0 + first_row + r] = acc[r];
+            }
+        }
+        return;
     }
     for (var r = 0u; r < ROWS; r++) {
         partial[lid * ROWS + r] = acc[r];

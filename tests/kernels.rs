@@ -6,7 +6,7 @@ mod common;
 use bytemuck::bytes_of;
 use common::{assert_close, gpu, gpu_with, poison, random, read_f32, run};
 use gqa_webgpu::forward::rope_table;
-use gqa_webgpu::gpu::kernels::{DecodeAttention, Grid, Kernels, X_UNIFORM_BYTES};
+use gqa_webgpu::gpu::kernels::{DecodeAttention, Grid, KernelShapes, Kernels, X_UNIFORM_BYTES};
 use gqa_webgpu::gpu::matrix::GpuMatrix;
 use gqa_webgpu::gpu::uniforms::{self, Step};
 use gqa_webgpu::gpu::{ContextOptions, GpuBuffer, GpuContext};
@@ -95,10 +95,17 @@ fn embed_matches_reference_for_every_format() {
 }
 
 /// Runs `y = W x` through [`GpuMatrix::encode_product`] for `tokens` rows of x
-/// (matvec for one, matmul for more), and checks it against the reference.
-fn check_product(ctx: &GpuContext, how: &str, format: WeightFormat, tokens: usize) {
+/// (matvec for one, matmul for more) with kernels in `shapes`, and checks it
+/// against the reference.
+fn check_product(
+    ctx: &GpuContext,
+    how: &str,
+    format: WeightFormat,
+    tokens: usize,
+    shapes: KernelShapes,
+) {
     let mut rng = Rng(100 + tokens as u64);
-    let kernels = Kernels::new(ctx, &[format], false);
+    let kernels = Kernels::with_shapes(ctx, &[format], false, shapes);
     let (rows, cols) = (100, if format.is_k_quant() { 512 } else { 256 });
     let (bytes, w) = random_matrix(&mut rng, format, rows, cols);
     let m = GpuMatrix::upload(ctx, &kernels, "w", format, rows, cols, &bytes).unwrap();
@@ -125,7 +132,7 @@ fn check_product(ctx: &GpuContext, how: &str, format: WeightFormat, tokens: usiz
     let got = read_f32(ctx, &y, tokens * rows);
     let x_used = &x[..];
     let what = format!(
-        "{} {format:?} ({how}, {tokens} tokens)",
+        "{} {format:?} ({how}, {tokens} tokens, {shapes:?})",
         if tokens == 1 { "matvec" } else { "matmul" }
     );
     assert_close(
@@ -137,11 +144,21 @@ fn check_product(ctx: &GpuContext, how: &str, format: WeightFormat, tokens: usiz
     );
 }
 
+/// The shapes of a GPU and of a CPU adapter, whichever adapter runs the test.
+fn every_adapters_shapes() -> [KernelShapes; 2] {
+    [
+        KernelShapes::for_adapter(wgpu::DeviceType::DiscreteGpu),
+        KernelShapes::for_adapter(wgpu::DeviceType::Cpu),
+    ]
+}
+
 #[test]
 fn matvec_matches_reference_for_every_format() {
     for (how, ctx) in contexts() {
         for format in WeightFormat::ALL {
-            check_product(&ctx, how, format, 1);
+            for shapes in every_adapters_shapes() {
+                check_product(&ctx, how, format, 1, shapes);
+            }
         }
     }
 }
@@ -151,7 +168,8 @@ fn matmul_matches_reference_for_every_format() {
     for (how, ctx) in contexts() {
         for format in WeightFormat::ALL {
             // 11 tokens: one full tile of 8 and a partial one
-            check_product(&ctx, how, format, 11);
+            let shapes = KernelShapes::for_adapter(ctx.info.device_type);
+            check_product(&ctx, how, format, 11, shapes);
         }
     }
 }

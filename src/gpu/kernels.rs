@@ -79,8 +79,8 @@ pub const WORKGROUP: u32 = 64;
 pub const MATVEC_MAX_COLS: u32 = 16384;
 /// Bytes of that binding; a buffer bound as x must have at least as many.
 pub const X_UNIFORM_BYTES: u64 = MATVEC_MAX_COLS as u64 * 4;
-/// Rows of a weight chunk per workgroup of matvec.wgsl: 8 row groups of 4.
-pub const MATVEC_ROWS: u32 = 32;
+/// Rows each invocation of matvec.wgsl serves.
+pub const MATVEC_ROWS_PER_INVOCATION: u32 = 4;
 /// Rows and tokens per workgroup of matmul.wgsl: 64 invocations of 4 rows.
 pub const MATMUL_ROWS: u32 = 256;
 pub const MATMUL_TOKENS: u32 = 8;
@@ -265,6 +265,50 @@ impl ByFormat {
     }
 }
 
+/// Kernel shapes that suit one adapter better than another, chosen at load
+/// from the adapter's type and given to the kernels as pipeline constants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelShapes {
+    /// Invocations of matvec.wgsl that share one row's blocks (8 or 1).
+    pub matvec_lanes: u32,
+    /// Keys a workgroup of decode attention takes (attention_decode.wgsl).
+    pub decode_split_keys: u32,
+}
+
+impl KernelShapes {
+    /// What suits an adapter of this type.
+    ///
+    /// A GPU runs thousands of invocations side by side: matvec gives each row 8
+    /// of them, reading neighbouring blocks so that loads coalesce, and decode
+    /// attention splits long contexts every 256 keys into many workgroups whose
+    /// partial results attention_combine.wgsl merges (flash-decoding).
+    ///
+    /// A CPU adapter (lavapipe, SwiftShader) runs a few threads, each executing
+    /// one workgroup's invocations as SIMD lanes. There matvec gives each row one
+    /// invocation, which walks the row's blocks in a loop every lane takes in step,
+    /// so x is read at the same place across lanes and no partial sums meet in
+    /// workgroup memory; and one workgroup per KV head takes every key, because
+    /// merging splits cost more than it saved (lavapipe, SmolLM2-135M at 2,048
+    /// keys: 7.3 ms split and merged against 2.4 ms unsplit).
+    pub fn for_adapter(device_type: wgpu::DeviceType) -> Self {
+        match device_type {
+            wgpu::DeviceType::Cpu => Self {
+                matvec_lanes: 1,
+                decode_split_keys: 1 << 16,
+            },
+            _ => Self {
+                matvec_lanes: 8,
+                decode_split_keys: 256,
+            },
+        }
+    }
+
+    /// Rows of a weight chunk each workgroup of matvec.wgsl serves.
+    pub fn matvec_rows(&self) -> u32 {
+        WORKGROUP / self.matvec_lanes * MATVEC_ROWS_PER_INVOCATION
+    }
+}
+
 /// Every pipeline the forward pass needs.
 pub struct Kernels {
     pub embed: ByFormat,
@@ -284,14 +328,31 @@ pub struct Kernels {
     /// Group 0 of matvec.wgsl and matmul.wgsl (see [`Kernels::bind_product`]).
     product_layout: wgpu::BindGroupLayout,
     max_per_dim: u32,
+    shapes: KernelShapes,
     dispatches: Arc<AtomicU64>,
     log: SharedLog,
 }
 
 impl Kernels {
-    /// Compiles the kernels, with weight-reading ones for each of `formats`.
-    /// `neox` chooses the half-split rotation of RoPE over adjacent pairs.
+    /// Compiles the kernels, with weight-reading ones for each of `formats`, in
+    /// the shapes that suit the adapter. `neox` chooses the half-split rotation
+    /// of RoPE over adjacent pairs.
     pub fn new(ctx: &GpuContext, formats: &[WeightFormat], neox: bool) -> Self {
+        let shapes = KernelShapes::for_adapter(ctx.info.device_type);
+        log::info!(
+            "kernel shapes for a {:?} adapter: {shapes:?}",
+            ctx.info.device_type
+        );
+        Self::with_shapes(ctx, formats, neox, shapes)
+    }
+
+    /// [`Kernels::new`] in the given shapes, whatever the adapter.
+    pub fn with_shapes(
+        ctx: &GpuContext,
+        formats: &[WeightFormat],
+        neox: bool,
+        shapes: KernelShapes,
+    ) -> Self {
         let mut builder = Builder {
             ctx,
             layouts: HashMap::new(),
@@ -299,13 +360,19 @@ impl Kernels {
             log: Arc::default(),
         };
         let weight_layout = builder.layout(&[Uniform, Read, Read]);
+        let lanes = f64::from(shapes.matvec_lanes);
         let by_format = |builder: &mut Builder, name: &'static str, file: &str, slots: &[Slot]| {
             let map = formats
                 .iter()
                 .map(|&f| {
-                    let constants = [("WEIGHT_FORMAT", f as u32 as f64)];
+                    let format = ("WEIGHT_FORMAT", f as u32 as f64);
+                    let constants: &[(&str, f64)] = if file == "matvec.wgsl" {
+                        &[format, ("LANES", lanes)]
+                    } else {
+                        &[format]
+                    };
                     let mut kernel =
-                        builder.kernel(name, file, slots, Some(&weight_layout), &constants);
+                        builder.kernel(name, file, slots, Some(&weight_layout), constants);
                     kernel.label = format!("{name} {}", f.name());
                     (f, kernel)
                 })
@@ -361,6 +428,7 @@ impl Kernels {
             weight_layout: weight_layout.clone(),
             product_layout,
             max_per_dim: ctx.limits.max_compute_workgroups_per_dimension,
+            shapes,
             dispatches: builder.dispatches,
             log: builder.log,
         }
@@ -444,7 +512,7 @@ impl Kernels {
     /// Compiles decode attention for query heads of `head_dim` in groups of
     /// `group_size` (attention_decode.wgsl and attention_combine.wgsl), or None
     /// where that shape does not fit them; prefill's kernel then serves decode too.
-    /// Keys per split suit the adapter: see [`Kernels::decode_split_keys`].
+    /// Keys per split as [`KernelShapes::decode_split_keys`] says.
     pub fn decode_attention(
         &self,
         ctx: &GpuContext,
@@ -452,22 +520,8 @@ impl Kernels {
         head_dim: u32,
         n_head: u32,
     ) -> Option<DecodeAttention> {
-        let split_keys = Self::decode_split_keys(ctx.info.device_type);
+        let split_keys = self.shapes.decode_split_keys;
         self.decode_attention_split(ctx, group_size, head_dim, n_head, split_keys)
-    }
-
-    /// Keys a workgroup of decode attention takes on an adapter of this type. A
-    /// GPU needs many workgroups to fill its cores, so long contexts are split
-    /// every 256 keys and the splits merged by a second dispatch. A CPU adapter
-    /// (lavapipe, SwiftShader) runs a few threads that one workgroup per KV head
-    /// already fills, and there the merge costs more than the split saves
-    /// (lavapipe: 7.3 ms against 1.4 for attention at 2048 keys, 9/3 heads),
-    /// so its workgroups take every key up to 65,536.
-    pub fn decode_split_keys(device_type: wgpu::DeviceType) -> u32 {
-        match device_type {
-            wgpu::DeviceType::Cpu => 1 << 16,
-            _ => 256,
-        }
     }
 
     /// [`Kernels::decode_attention`] with `split_keys` keys per split.
@@ -536,9 +590,14 @@ impl Kernels {
         Grid::linear(invocations.div_ceil(WORKGROUP), self.max_per_dim)
     }
 
+    /// The shapes the kernels were compiled in.
+    pub fn shapes(&self) -> KernelShapes {
+        self.shapes
+    }
+
     /// Workgroups of matvec.wgsl for a chunk of `rows` rows.
     pub fn matvec_grid(&self, rows: u32) -> Grid {
-        Grid::linear(rows.div_ceil(MATVEC_ROWS), self.max_per_dim)
+        Grid::linear(rows.div_ceil(self.shapes.matvec_rows()), self.max_per_dim)
     }
 
     /// Workgroups of matmul.wgsl for a chunk of `rows` rows and `tokens` tokens.
