@@ -1,9 +1,10 @@
 // Matrix-matrix product for a block of prompt tokens: Y[t, row0 + r] = dot(W[r], X[t]).
 //
 // Each invocation computes ROWS rows for TOKENS tokens. It walks the columns a
-// block of 32 at a time: for each token it loads that block of X into registers
-// once and uses it for all of its rows, so every weight is read once per
-// TOKENS tokens and every activation once per ROWS rows.
+// block of 32 at a time: it dequantizes that block of each of its rows into
+// registers once, then loads each token's block of X and uses it for all of its
+// rows. So every weight is read and decoded once per TOKENS tokens and every
+// activation loaded once per ROWS rows.
 
 struct Step {
     pos0: u32,     // position of the step's first token
@@ -16,12 +17,15 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<uniform> params: Params;
-@group(0) @binding(2) var<storage, read> x: array<f32>;       // [n_tokens, cols]
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>; // [n_tokens, cols / 4]
 @group(0) @binding(3) var<storage, read_write> y: array<f32>; // [n_tokens, y_stride]
 // binding 4, x's first row as uniform, is matvec.wgsl's: one bind group serves both
 
 const ROWS: u32 = 4u;
-const TOKENS: u32 = 8u;
+// Tokens per invocation, chosen per adapter (src/gpu/kernels.rs, KernelShapes):
+// more reuse of each decoded weight against more registers. At most MAX_TOKENS.
+override TOKENS: u32 = 8u;
+const MAX_TOKENS: u32 = 32u;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -33,21 +37,27 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let tokens = min(TOKENS, step.n_tokens - t0);
 
     // [token of the tile][row of the invocation]
-    var acc: array<vec4<f32>, TOKENS>;
+    var acc: array<vec4<f32>, MAX_TOKENS>;
     for (var b = 0u; b < chunk.cols / 32u; b++) {
+        // the block of each row, dequantized; rows past the chunk repeat its
+        // last row and are never written
+        var w: array<Block, ROWS>;
+        for (var r = 0u; r < ROWS; r++) {
+            let row = min(first_row + r, chunk.rows - 1u);
+            for (var g = 0u; g < 4u; g++) {
+                let eight = load8(row, 4u * b + g);
+                w[r][2u * g] = eight.lo;
+                w[r][2u * g + 1u] = eight.hi;
+            }
+        }
         for (var tt = 0u; tt < tokens; tt++) {
-            var xb: Block;
-            var x_sum = 0.0;
+            let at = ((t0 + tt) * chunk.cols + 32u * b) / 4u;
+            var sums = vec4<f32>();
             for (var i = 0u; i < 8u; i++) {
-                let at = (t0 + tt) * chunk.cols + b * 32u + 4u * i;
-                xb[i] = vec4<f32>(x[at], x[at + 1u], x[at + 2u], x[at + 3u]);
-                x_sum += xb[i].x + xb[i].y + xb[i].z + xb[i].w;
+                let xi = x[at + i];
+                sums += vec4<f32>(dot(w[0][i], xi), dot(w[1][i], xi), dot(w[2][i], xi), dot(w[3][i], xi));
             }
-            for (var r = 0u; r < ROWS; r++) {
-                if first_row + r < chunk.rows {
-                    acc[tt][r] += dot_block(first_row + r, b, &xb, x_sum);
-                }
-            }
+            acc[tt] += sums;
         }
     }
 

@@ -111,9 +111,10 @@ fn check_product(
     let m = GpuMatrix::upload(ctx, &kernels, "w", format, rows, cols, &bytes).unwrap();
     let x = random(&mut rng, tokens * cols, 1.0);
     // poisoned past x, so a product that reads beyond its row fails
-    let x_buffer = ctx.storage_uniform("x", X_UNIFORM_BYTES);
+    let x_bytes = X_UNIFORM_BYTES.max(4 * x.len() as u64 + 256);
+    let x_buffer = ctx.storage_uniform("x", x_bytes);
     ctx.queue
-        .write_buffer(&x_buffer, 0, &poison(X_UNIFORM_BYTES as usize / 4));
+        .write_buffer(&x_buffer, 0, &poison(x_bytes as usize / 4));
     ctx.queue
         .write_buffer(&x_buffer, 0, bytemuck::cast_slice(&x));
     let y = ctx.storage_with("y", &poison(tokens * rows));
@@ -167,9 +168,13 @@ fn matvec_matches_reference_for_every_format() {
 fn matmul_matches_reference_for_every_format() {
     for (how, ctx) in contexts() {
         for format in WeightFormat::ALL {
-            // 11 tokens: one full tile of 8 and a partial one
-            let shapes = KernelShapes::for_adapter(ctx.info.device_type);
-            check_product(&ctx, how, format, 11, shapes);
+            // a GPU's 8 tokens an invocation: 11 is one full tile and a partial
+            // one; a CPU adapter's 32: 40 is one full tile and a partial one
+            for shapes in every_adapters_shapes() {
+                for tokens in [11, 40] {
+                    check_product(&ctx, how, format, tokens, shapes);
+                }
+            }
         }
     }
 }
