@@ -17,6 +17,11 @@
 // With one split the normalised output is written directly. With more, each
 // split leaves its unnormalised output, its maximum score and its sum of
 // weights in `partial`, and attention_combine.wgsl merges the splits.
+//
+// Compiled with PREFILL, the same kernel serves a causal block of prompt
+// tokens: workgroup (x, t) takes token t of the step over every key it sees,
+// with no splits, reading its queries from `q_rows`. Within a workgroup that
+// address is the same for every invocation, which lavapipe loads once.
 
 struct Step {
     pos0: u32,     // position of the token: it sees keys 0 ..= pos0
@@ -38,6 +43,8 @@ override HEAD_DIM: u32 = 64u;
 // Keys per split, and keys per tile: HEADS * TILE scores fit p_s.
 override SPLIT_KEYS: u32 = 256u;
 override TILE: u32 = 256u;
+// A block of prompt tokens, one a workgroup row, instead of one decode token.
+override PREFILL: bool = false;
 
 const WORKGROUP: u32 = 64u;
 const MAX_Q: u32 = 4096u;                     // the longest query row the binding holds
@@ -52,12 +59,22 @@ override KEY_LANES: u32 = WORKGROUP / QUADS;  // keys taken side by side in the 
 @group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>; // [n_head, head_dim]
 // [n_head, max_splits, head_dim] outputs, then [n_head, max_splits] (max, sum) pairs
 @group(0) @binding(6) var<storage, read_write> partial: array<f32>;
+// The same queries as `q`, every token of the step: [n_tokens, n_head, head_dim]
+@group(0) @binding(7) var<storage, read> q_rows: array<vec4<f32>>;
 
 var<workgroup> p_s: array<f32, 1024>;       // [head][key of the tile]: score, then weight
 var<workgroup> o_s: array<vec4<f32>, 512>;  // [key lane][head][quad]: outputs to add up
 var<workgroup> max_s: array<f32, 8>;        // per head: the largest score so far
 var<workgroup> sum_s: array<f32, 8>;        // per head: the sum of weights so far
 var<workgroup> rescale_s: array<f32, 8>;    // per head: exp(old max - new max) of this tile
+
+// Quad `d` of query row `row` (token * n_head + head).
+fn query(row: u32, d: u32) -> vec4<f32> {
+    if PREFILL {
+        return q_rows[row * QUADS + d];
+    }
+    return q[row * QUADS + d];
+}
 
 @compute @workgroup_size(64)
 fn main(
@@ -69,8 +86,12 @@ fn main(
     let heads_split = group_size / HEADS;
     let kv_head = wid.x / heads_split;
     let head0 = kv_head * group_size + (wid.x % heads_split) * HEADS;
-    let n_keys = step.pos0 + 1u;
-    let split_end = min((wid.y + 1u) * SPLIT_KEYS, n_keys);
+    // decode: split wid.y of token 0; prefill: token wid.y, unsplit
+    let t = select(0u, wid.y, PREFILL);
+    let split = select(wid.y, 0u, PREFILL);
+    let n_keys = step.pos0 + t + 1u;
+    let split_end = select(min((split + 1u) * SPLIT_KEYS, n_keys), n_keys, PREFILL);
+    let q_row = t * params.n_head;
     let kv_head_base = kv_head * params.max_seq * QUADS;
 
     if lid < HEADS {
@@ -83,7 +104,7 @@ fn main(
     let lane = lid / QUADS;
     var acc: array<vec4<f32>, 8>;
 
-    for (var key0 = wid.y * SPLIT_KEYS; key0 < split_end; key0 += TILE) {
+    for (var key0 = split * SPLIT_KEYS; key0 < split_end; key0 += TILE) {
         let keys = min(TILE, split_end - key0);
         let kv_base = kv_head_base + key0 * QUADS;
 
@@ -94,7 +115,7 @@ fn main(
             for (var d = 0u; d < QUADS; d++) {
                 let k = k_cache[row + d];
                 for (var h = 0u; h < HEADS; h++) {
-                    score[h] += dot(q[(head0 + h) * QUADS + d], k);
+                    score[h] += dot(query(q_row + head0 + h, d), k);
                 }
             }
             for (var h = 0u; h < HEADS; h++) {
@@ -157,19 +178,19 @@ fn main(
             o += o_s[l * HEADS * QUADS + i];
         }
         let head = head0 + h;
-        if groups.y == 1u {
-            out[head * QUADS + i % QUADS] = o / sum_s[h];
+        if PREFILL || groups.y == 1u {
+            out[(q_row + head) * QUADS + i % QUADS] = o / sum_s[h];
         } else {
-            let at = ((head * params.max_splits + wid.y) * QUADS + i % QUADS) * 4u;
+            let at = ((head * params.max_splits + split) * QUADS + i % QUADS) * 4u;
             partial[at] = o.x;
             partial[at + 1u] = o.y;
             partial[at + 2u] = o.z;
             partial[at + 3u] = o.w;
         }
     }
-    if groups.y > 1u && lid < HEADS {
+    if !PREFILL && groups.y > 1u && lid < HEADS {
         let pairs = params.n_head * params.max_splits * HEAD_DIM;
-        let at = pairs + ((head0 + lid) * params.max_splits + wid.y) * 2u;
+        let at = pairs + ((head0 + lid) * params.max_splits + split) * 2u;
         partial[at] = max_s[lid];
         partial[at + 1u] = sum_s[lid];
     }

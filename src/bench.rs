@@ -550,9 +550,11 @@ async fn time_attention(
         let groups: Vec<wgpu::BindGroup> = caches
             .iter()
             .map(|(k, v)| {
-                decode
-                    .split
-                    .bind(ctx, "bench", &[&step, &params, &q, k, v, &out, &partial])
+                decode.split.bind(
+                    ctx,
+                    "bench",
+                    &[&step, &params, &q, k, v, &out, &partial, &q],
+                )
             })
             .collect();
         let combine = decode

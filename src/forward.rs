@@ -758,6 +758,10 @@ impl Model {
                     let heads = (c.group_size() as u32, c.n_kv_head as u32, c.n_head as u32);
                     decode.encode(pass, split, combine, heads, self.len() as u32 + 1);
                 }
+                (Some(decode), Some(split), _) => {
+                    let heads = (c.group_size() as u32, c.n_kv_head as u32);
+                    decode.encode_prefill(pass, split, heads, n);
+                }
                 _ => {
                     let groups = Grid::new(c.n_kv_head as u32 * splits, n);
                     k.attention.dispatch(pass, &[&lb.attention], groups);
@@ -1009,6 +1013,7 @@ impl Binds {
                                 cache.v[l].as_entire_binding(),
                                 s.att.as_entire_binding(),
                                 s.partial.as_entire_binding(),
+                                s.q.as_entire_binding(),
                             ],
                         )
                     }),

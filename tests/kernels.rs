@@ -436,24 +436,26 @@ fn attention_matches_reference_for_decode_and_prefill() {
     }
 }
 
-/// Decode attention split along the keys every `split_keys` keys
-/// (attention_decode.wgsl, merged by attention_combine.wgsl) for one token at
-/// `pos0`, against the reference.
+/// Attention by attention_decode.wgsl, against the reference: for one token at
+/// `pos0`, split along the keys every `split_keys` keys (merged by
+/// attention_combine.wgsl); for more tokens, the causal block from `pos0` that
+/// its PREFILL pipeline takes unsplit.
 fn check_decode_attention(
     ctx: &GpuContext,
     kernels: &Kernels,
     shape: AttentionShape,
     split_keys: u32,
     pos0: usize,
+    tokens: usize,
 ) {
-    let mut rng = Rng((shape.n_head * 1000 + shape.n_kv_head * 10 + pos0) as u64);
+    let mut rng = Rng((shape.n_head * 1000 + shape.n_kv_head * 10 + pos0 + tokens) as u64);
     let hd = shape.head_dim;
     let (n_head, n_kv_head) = (shape.n_head as u32, shape.n_kv_head as u32);
     let group = n_head / n_kv_head;
     let decode = kernels
         .decode_attention_split(ctx, group, hd as u32, n_head, split_keys)
         .unwrap_or_else(|| panic!("decode attention refuses {shape:?}"));
-    let q = random(&mut rng, shape.n_head * hd, 1.0);
+    let q = random(&mut rng, tokens * shape.n_head * hd, 1.0);
     let k_cache = random(&mut rng, shape.n_kv_head * shape.max_seq * hd, 1.0);
     let v_cache = random(&mut rng, shape.n_kv_head * shape.max_seq * hd, 1.0);
     let max_seq = shape.max_seq as u32;
@@ -466,8 +468,9 @@ fn check_decode_attention(
         _pad: [0; 3],
     };
     let params = ctx.uniform_with("params", bytes_of(&params));
-    let step = step(ctx, pos0 as u32, 1);
-    let q_buffer = ctx.storage_uniform("q", DecodeAttention::Q_BINDING_BYTES);
+    let step = step(ctx, pos0 as u32, tokens as u32);
+    let q_bytes = DecodeAttention::Q_BINDING_BYTES.max(4 * q.len() as u64);
+    let q_buffer = ctx.storage_uniform("q", q_bytes);
     ctx.queue
         .write_buffer(&q_buffer, 0, bytemuck::cast_slice(&q));
     let k_buffer = ctx.storage_with("k", bytemuck::cast_slice(&k_cache));
@@ -475,28 +478,44 @@ fn check_decode_attention(
     let out = ctx.storage_with("out", &poison(q.len()));
     let partial_bytes = decode.partial_bytes(n_head, hd as u32, max_seq) as usize;
     let partial = ctx.storage_with("partial", &poison(partial_bytes / 4));
-    let split = decode.split.bind(
+    // the uniform binding holds one token's queries; the storage one all of them
+    let q_uniform = wgpu::BufferBinding {
+        buffer: &q_buffer,
+        offset: 0,
+        size: wgpu::BufferSize::new(DecodeAttention::Q_BINDING_BYTES),
+    };
+    let split = decode.split.bind_resources(
         ctx,
         "test",
-        &[
-            &step, &params, &q_buffer, &k_buffer, &v_buffer, &out, &partial,
+        vec![
+            step.as_entire_binding(),
+            params.as_entire_binding(),
+            wgpu::BindingResource::Buffer(q_uniform),
+            k_buffer.as_entire_binding(),
+            v_buffer.as_entire_binding(),
+            out.as_entire_binding(),
+            partial.as_entire_binding(),
+            q_buffer.as_entire_binding(),
         ],
     );
     let combine = decode
         .combine
         .bind(ctx, "test", &[&step, &params, &partial, &out]);
 
-    let heads = (group, n_kv_head, n_head);
     run(ctx, |pass| {
-        decode.encode(pass, &split, &combine, heads, pos0 as u32 + 1)
+        if tokens == 1 {
+            let heads = (group, n_kv_head, n_head);
+            decode.encode(pass, &split, &combine, heads, pos0 as u32 + 1)
+        } else {
+            decode.encode_prefill(pass, &split, (group, n_kv_head), tokens as u32)
+        }
     });
 
     let got = read_f32(ctx, &out, q.len());
     let expected = reference::attention(&q, &k_cache, &v_cache, shape, pos0);
     let what = format!(
-        "decode attention {n_head}/{n_kv_head} heads, head size {hd}, {} keys \
-         ({} heads a workgroup, {} splits of {split_keys} keys)",
-        pos0 + 1,
+        "decode attention {n_head}/{n_kv_head} heads, head size {hd}, {tokens} tokens \
+         from position {pos0} ({} heads a workgroup, {} splits of {split_keys} keys)",
         decode.heads,
         decode.splits(pos0 as u32 + 1)
     );
@@ -504,7 +523,7 @@ fn check_decode_attention(
 }
 
 #[test]
-fn decode_attention_matches_reference_across_splits() {
+fn decode_attention_matches_reference_across_splits_and_for_prefill() {
     let ctx = gpu();
     let kernels = Kernels::new(&ctx, &[], false);
     for (n_head, n_kv_head, head_dim) in [
@@ -527,8 +546,12 @@ fn decode_attention_matches_reference_across_splits() {
         // 1 key, a tile's worth, one more, several tiles or splits and a partial one.
         for split_keys in [100, 256, 1 << 16] {
             for pos0 in [0, 127, 255, 256, 599] {
-                check_decode_attention(&ctx, &kernels, shape, split_keys, pos0);
+                check_decode_attention(&ctx, &kernels, shape, split_keys, pos0, 1);
             }
+        }
+        // prefill: a block at the start, and one crossing tiles after earlier keys
+        for (pos0, tokens) in [(0, 9), (230, 40)] {
+            check_decode_attention(&ctx, &kernels, shape, 1 << 16, pos0, tokens);
         }
     }
 }

@@ -181,6 +181,9 @@ impl Kernel {
 pub struct DecodeAttention {
     /// attention_decode.wgsl: one workgroup per (KV head's heads, split of keys).
     pub split: Kernel,
+    /// attention_decode.wgsl with PREFILL: one workgroup per (KV head's heads,
+    /// token of a prompt block); it binds what `split` binds.
+    pub prefill: Kernel,
     /// attention_combine.wgsl: merges the splits, one workgroup per query head.
     pub combine: Kernel,
     /// Query heads each workgroup serves.
@@ -205,8 +208,22 @@ impl DecodeAttention {
         4 * u64::from(n_head) * splits * (u64::from(head_dim) + 2)
     }
 
+    /// Records causal attention for a block of `n_tokens` prompt tokens; `split`
+    /// binds as for [`DecodeAttention::encode`].
+    pub fn encode_prefill(
+        &self,
+        pass: &mut wgpu::ComputePass,
+        split: &wgpu::BindGroup,
+        (group_size, n_kv_head): (u32, u32),
+        n_tokens: u32,
+    ) {
+        let grid = Grid::new(n_kv_head * group_size / self.heads, n_tokens);
+        self.prefill.dispatch(pass, &[split], grid);
+    }
+
     /// Records attention for a decode token that sees `n_keys` keys: `split` binds
-    /// (step, params, q, K, V, out, partial), `combine` (step, params, partial, out).
+    /// (step, params, q as uniform, K, V, out, partial, q as storage), `combine`
+    /// (step, params, partial, out).
     pub fn encode(
         &self,
         pass: &mut wgpu::ComputePass,
@@ -573,12 +590,25 @@ impl Kernels {
             ("SPLIT_KEYS", f64::from(split_keys)),
             ("TILE", f64::from(tile)),
         ];
+        let slots = [Uniform, Uniform, Uniform, Read, Read, Write, Write, Read];
         let split = builder.kernel(
             "attention_decode",
             "attention_decode.wgsl",
-            &[Uniform, Uniform, Uniform, Read, Read, Write, Write],
+            &slots,
             None,
             &constants,
+        );
+        let prefill_constants: Vec<(&str, f64)> = constants
+            .iter()
+            .copied()
+            .chain([("PREFILL", 1.0)])
+            .collect();
+        let prefill = builder.kernel(
+            "attention_prefill",
+            "attention_decode.wgsl",
+            &slots,
+            None,
+            &prefill_constants,
         );
         let combine = builder.kernel(
             "attention_combine",
@@ -593,6 +623,7 @@ impl Kernels {
         );
         Some(DecodeAttention {
             split,
+            prefill,
             combine,
             heads,
             split_keys,
