@@ -55,7 +55,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             var sums = vec4<f32>();
             for (var i = 0u; i < 8u; i++) {
                 let xi = x[at + i];
-                sums += vec4<f32>(dot(w[0][i], xi), dot(w[1][i], xi), dot(w[2][i], xi), dot(w[3][i], xi));
+                // one lane of `sums` per row: ROWS is 4
+                sums += vec4<f32>(
+                    dot(w[0][i], xi),
+                    dot(w[1][i], xi),
+                    dot(w[2][i], xi),
+                    dot(w[3][i], xi),
+                );
             }
             acc[tt] += sums;
         }
