@@ -21,6 +21,20 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> y: array<f32>; // [n_tokens, y_stride]
 // binding 4, x's first row as uniform, is matvec.wgsl's: one bind group serves both
 
+// With GLU, y already holds the gate projection, this product is the up
+// projection, and what is stored is SwiGLU's silu(gate) * up, where
+// silu(g) = g / (1 + e^-g): the feed-forward's activation needs no pass of its own.
+override GLU: bool = false;
+
+fn store(i: u32, value: f32) {
+    if GLU {
+        let gate = y[i];
+        y[i] = gate / (1.0 + exp(-gate)) * value;
+    } else {
+        y[i] = value;
+    }
+}
+
 const ROWS: u32 = 4u;
 // Tokens per invocation, chosen per adapter (src/gpu/kernels.rs, KernelShapes):
 // more reuse of each decoded weight against more registers. At most MAX_TOKENS.
@@ -70,7 +84,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var tt = 0u; tt < tokens; tt++) {
         for (var r = 0u; r < ROWS; r++) {
             if first_row + r < chunk.rows {
-                y[(t0 + tt) * params.y_stride + chunk.row0 + first_row + r] = acc[tt][r];
+                store((t0 + tt) * params.y_stride + chunk.row0 + first_row + r, acc[tt][r]);
             }
         }
     }

@@ -31,6 +31,20 @@ const MAX_COLS: u32 = 16384u;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>; // [rows of the whole tensor]
 @group(0) @binding(4) var<uniform> x: array<vec4<f32>, MAX_COLS / 4u>; // [cols]
 
+// With GLU, y already holds the gate projection, this product is the up
+// projection, and what is stored is SwiGLU's silu(gate) * up, where
+// silu(g) = g / (1 + e^-g): the feed-forward's activation needs no pass of its own.
+override GLU: bool = false;
+
+fn store(i: u32, value: f32) {
+    if GLU {
+        let gate = y[i];
+        y[i] = gate / (1.0 + exp(-gate)) * value;
+    } else {
+        y[i] = value;
+    }
+}
+
 // Invocations that share a row: 8 or 1, chosen per adapter.
 override LANES: u32 = 8u;
 const ROWS: u32 = 4u;
@@ -66,7 +80,7 @@ fn main(
     if LANES == 1u {
         for (var r = 0u; r < ROWS; r++) {
             if first_row + r < chunk.rows {
-                y[chunk.row0 + first_row + r] = acc[r];
+                store(chunk.row0 + first_row + r, acc[r]);
             }
         }
         return;
@@ -83,7 +97,7 @@ fn main(
                 for (var l = 0u; l < LANES; l++) {
                     total += partial[(lid + l) * ROWS + r];
                 }
-                y[chunk.row0 + first_row + r] = total;
+                store(chunk.row0 + first_row + r, total);
             }
         }
     }

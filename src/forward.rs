@@ -160,7 +160,6 @@ struct Scratch {
     att: GpuBuffer,        // [block, n_head * head_dim] attention output
     proj: GpuBuffer,       // [block, n_embd] output of attn_output or ffn_down
     gate: GpuBuffer,       // [block, n_ff], then silu(gate) * up
-    up: GpuBuffer,         // [block, n_ff]
     logits: GpuBuffer,     // [block, vocab]
     chosen: GpuBuffer,     // [1] u32
     topk: GpuBuffer,       // TopK uniform
@@ -184,8 +183,6 @@ struct Binds {
     o: wgpu::BindGroup,
     residual: wgpu::BindGroup,
     gate: wgpu::BindGroup,
-    up: wgpu::BindGroup,
-    swiglu: wgpu::BindGroup,
     down: wgpu::BindGroup,
     layers: Vec<LayerBinds>,
     output_norm: wgpu::BindGroup,
@@ -775,11 +772,10 @@ impl Model {
             layer.wo.encode_product(k, pass, &b.o, n);
             k.add.dispatch(pass, &[&b.residual], rows(c.n_embd));
 
-            // feed-forward: norm, gate and up, SwiGLU, down, add
+            // feed-forward: norm, gate, up with SwiGLU over the gate, down, add
             k.rmsnorm.dispatch(pass, &[&lb.ffn_norm], Grid::new(n, 1));
             layer.w_gate.encode_product(k, pass, &b.gate, n);
-            layer.w_up.encode_product(k, pass, &b.up, n);
-            k.swiglu.dispatch(pass, &[&b.swiglu], rows(c.n_ff));
+            layer.w_up.encode_swiglu_product(k, pass, &b.gate, n);
             layer.w_down.encode_product(k, pass, &b.down, n);
             k.add.dispatch(pass, &[&b.residual], rows(c.n_embd));
         }
@@ -825,7 +821,6 @@ impl Scratch {
             &self.att,
             &self.proj,
             &self.gate,
-            &self.up,
             &self.logits,
             &self.chosen,
             &self.topk,
@@ -870,7 +865,6 @@ impl Scratch {
             att: x_rows("attention output", cfg.q_dim()),
             proj: rows("projection", cfg.n_embd),
             gate: x_rows("gate", cfg.n_ff),
-            up: rows("up", cfg.n_ff),
             logits: ctx.storage("logits", logits_bytes),
             chosen: ctx.storage("chosen token", 4),
             topk: ctx.uniform_with("topk params", bytes_of(&uniforms::TopK::default())),
@@ -968,7 +962,6 @@ impl Binds {
         let c_embd = uniform("count embd", bytes_of(&count(cfg.n_embd)));
         let c_q = uniform("count q", bytes_of(&count(cfg.q_dim())));
         let c_kv = uniform("count kv", bytes_of(&count(cfg.kv_dim())));
-        let c_ff = uniform("count ffn", bytes_of(&count(cfg.n_ff)));
         let c_vocab = uniform("count vocab", bytes_of(&count(cfg.vocab)));
 
         let layers = (0..cfg.n_layer)
@@ -1045,10 +1038,6 @@ impl Binds {
                 .add
                 .bind(ctx, "x += projection", &[&s.step, &c_embd, &s.proj, &s.x]),
             gate: product("xn -> gate", &p_ff, &s.xn, &s.gate),
-            up: product("xn -> up", &p_ff, &s.xn, &s.up),
-            swiglu: k
-                .swiglu
-                .bind(ctx, "gate, up", &[&s.step, &c_ff, &s.up, &s.gate]),
             down: product("gate -> projection", &p_embd, &s.gate, &s.proj),
             layers,
             output_norm: k.rmsnorm.bind(

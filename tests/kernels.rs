@@ -96,13 +96,15 @@ fn embed_matches_reference_for_every_format() {
 
 /// Runs `y = W x` through [`GpuMatrix::encode_product`] for `tokens` rows of x
 /// (matvec for one, matmul for more) with kernels in `shapes`, and checks it
-/// against the reference.
+/// against the reference. With `swiglu`, y starts as a gate and the product is
+/// [`GpuMatrix::encode_swiglu_product`]'s `silu(gate) * W x`.
 fn check_product(
     ctx: &GpuContext,
     how: &str,
     format: WeightFormat,
     tokens: usize,
     shapes: KernelShapes,
+    swiglu: bool,
 ) {
     let mut rng = Rng(100 + tokens as u64);
     let kernels = Kernels::with_shapes(ctx, &[format], false, shapes);
@@ -117,7 +119,12 @@ fn check_product(
         .write_buffer(&x_buffer, 0, &poison(x_bytes as usize / 4));
     ctx.queue
         .write_buffer(&x_buffer, 0, bytemuck::cast_slice(&x));
-    let y = ctx.storage_with("y", &poison(tokens * rows));
+    let gate = random(&mut rng, tokens * rows, 4.0);
+    let y = if swiglu {
+        ctx.storage_with("y", bytemuck::cast_slice(&gate))
+    } else {
+        ctx.storage_with("y", &poison(tokens * rows))
+    };
     let params = uniforms::Product {
         y_stride: rows as u32,
         _pad: [0; 3],
@@ -127,22 +134,27 @@ fn check_product(
     let io = kernels.bind_product(ctx, "test", [&step, &params, &x_buffer, &y]);
 
     run(ctx, |pass| {
-        m.encode_product(&kernels, pass, &io, tokens as u32)
+        if swiglu {
+            m.encode_swiglu_product(&kernels, pass, &io, tokens as u32)
+        } else {
+            m.encode_product(&kernels, pass, &io, tokens as u32)
+        }
     });
 
     let got = read_f32(ctx, &y, tokens * rows);
     let x_used = &x[..];
     let what = format!(
-        "{} {format:?} ({how}, {tokens} tokens, {shapes:?})",
-        if tokens == 1 { "matvec" } else { "matmul" }
+        "{}{} {format:?} ({how}, {tokens} tokens, {shapes:?})",
+        if tokens == 1 { "matvec" } else { "matmul" },
+        if swiglu { "+swiglu" } else { "" },
     );
-    assert_close(
-        &what,
-        &got,
-        &reference::matmul(&w, x_used),
-        PRODUCT_ATOL,
-        PRODUCT_RTOL,
-    );
+    let product = reference::matmul(&w, x_used);
+    let expected = if swiglu {
+        reference::swiglu(&gate, &product)
+    } else {
+        product
+    };
+    assert_close(&what, &got, &expected, PRODUCT_ATOL, PRODUCT_RTOL);
 }
 
 /// The shapes of a GPU and of a CPU adapter, whichever adapter runs the test.
@@ -154,25 +166,29 @@ fn every_adapters_shapes() -> [KernelShapes; 2] {
 }
 
 #[test]
-fn matvec_matches_reference_for_every_format() {
+fn matvec_with_and_without_swiglu_matches_reference_for_every_format() {
     for (how, ctx) in contexts() {
         for format in WeightFormat::ALL {
             for shapes in every_adapters_shapes() {
-                check_product(&ctx, how, format, 1, shapes);
+                for swiglu in [false, true] {
+                    check_product(&ctx, how, format, 1, shapes, swiglu);
+                }
             }
         }
     }
 }
 
 #[test]
-fn matmul_matches_reference_for_every_format() {
+fn matmul_with_and_without_swiglu_matches_reference_for_every_format() {
     for (how, ctx) in contexts() {
         for format in WeightFormat::ALL {
             // a GPU's 8 tokens an invocation: 11 is one full tile and a partial
             // one; a CPU adapter's 32: 40 is one full tile and a partial one
             for shapes in every_adapters_shapes() {
                 for tokens in [11, 40] {
-                    check_product(&ctx, how, format, tokens, shapes);
+                    for swiglu in [false, true] {
+                        check_product(&ctx, how, format, tokens, shapes, swiglu);
+                    }
                 }
             }
         }
@@ -573,7 +589,7 @@ fn decode_attention_refuses_shapes_it_cannot_hold() {
 }
 
 #[test]
-fn swiglu_and_add_match_reference() {
+fn add_matches_reference() {
     let ctx = gpu();
     let kernels = Kernels::new(&ctx, &[], false);
     let mut rng = Rng(9);
@@ -587,19 +603,17 @@ fn swiglu_and_add_match_reference() {
     let params = ctx.uniform_with("params", bytes_of(&params));
     let step = step(&ctx, 0, tokens as u32);
     let grid = kernels.elementwise_grid((tokens * n) as u32);
-    for (name, kernel, expected) in [
-        ("swiglu", &kernels.swiglu, reference::swiglu(&a, &b)),
-        ("add", &kernels.add, reference::add(&a, &b)),
-    ] {
-        let in_out = ctx.storage_with("a", bytemuck::cast_slice(&a));
-        let other = ctx.storage_with("b", bytemuck::cast_slice(&b));
-        let io = kernel.bind(&ctx, "test", &[&step, &params, &other, &in_out]);
+    let in_out = ctx.storage_with("a", bytemuck::cast_slice(&a));
+    let other = ctx.storage_with("b", bytemuck::cast_slice(&b));
+    let io = kernels
+        .add
+        .bind(&ctx, "test", &[&step, &params, &other, &in_out]);
 
-        run(&ctx, |pass| kernel.dispatch(pass, &[&io], grid));
+    run(&ctx, |pass| kernels.add.dispatch(pass, &[&io], grid));
 
-        let got = read_f32(&ctx, &in_out, a.len());
-        assert_close(name, &got, &expected, ELEMENT_ATOL, ELEMENT_RTOL);
-    }
+    let got = read_f32(&ctx, &in_out, a.len());
+    let expected = reference::add(&a, &b);
+    assert_close("add", &got, &expected, ELEMENT_ATOL, ELEMENT_RTOL);
 }
 
 /// qwen2's bias add: the same bias on every token row, written in place.

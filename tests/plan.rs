@@ -97,7 +97,8 @@ fn check_plan(file: &GgufFile, cfg: &ModelConfig) -> MemoryPlan {
         plan.kv_cache,
         (2 * cfg.n_layer * cfg.max_seq * kv * 4) as u64
     );
-    let activations = block * 4 * (2 * e + 2 * q + 2 * kv + e + 2 * ff);
+    // x, xn; q, attention; k, v; projection; gate (the up product writes over it)
+    let activations = block * 4 * (2 * e + 2 * q + 2 * kv + e + ff);
     let logits = block * cfg.vocab * 4;
     let rope = cfg.max_seq * cfg.head_dim * 4;
     assert_eq!(plan.scratch, (activations + 2 * logits + rope) as u64);
@@ -140,7 +141,7 @@ fn llama_3_2_1b_plan_and_splitting_from_its_header() {
     assert_eq!(plan.weights, 1_235_746_816 / 32 * 34 + 33 * 2048 * 4);
     assert_eq!(plan.weights, 1_313_251_328);
     assert_eq!(plan.kv_cache, 256 << 20);
-    assert_eq!(plan.scratch, 73_793_536);
+    assert_eq!(plan.scratch, 71_696_384);
     // the largest binding is a block of logits: 64 x 128256 f32
     assert_eq!(plan.largest_binding, 64 * 128_256 * 4);
     assert!(plan.check(LIMIT).is_ok());
@@ -209,7 +210,7 @@ fn tinyllama_1_1b_plan_and_splitting_from_its_header() {
     assert_eq!(plan.weights, (tables + layers + 45 * 2048 * 4) as u64);
     assert_eq!(plan.weights, 684_630_016);
     assert_eq!(plan.kv_cache, 2 * 22 * 2048 * 256 * 4);
-    assert_eq!(plan.scratch, 22_544_384);
+    assert_eq!(plan.scratch, 21_102_592);
     assert_eq!(plan.largest_binding, 64 * 32_000 * 4);
     assert!(plan.check(LIMIT).is_ok());
     // 32000 rows of 2176 bytes fit one binding

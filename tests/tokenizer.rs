@@ -151,7 +151,10 @@ fn corpus_encodes_to_llama_cpp_ids_with_other_vocabularies() {
         failures.append(&mut failed);
     }
 
-    assert!(checked > 0, "{VOCAB_DIR_VAR} holds none of the corpus's vocabularies");
+    assert!(
+        checked > 0,
+        "{VOCAB_DIR_VAR} holds none of the corpus's vocabularies"
+    );
     report(checked, &failures);
 }
 
@@ -219,7 +222,10 @@ fn llama_cpp_test_vectors_encode_as_llama_cpp_does() {
         "{checked} llama.cpp test vectors checked, {} differ",
         failures.len()
     );
-    assert!(checked > 0, "{VOCAB_DIR_VAR} holds none of llama.cpp's test vectors");
+    assert!(
+        checked > 0,
+        "{VOCAB_DIR_VAR} holds none of llama.cpp's test vectors"
+    );
     report(checked, &failures);
 }
 

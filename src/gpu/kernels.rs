@@ -45,7 +45,6 @@ pub const SOURCES: &[(&str, &str)] = &[
         "attention_weights.wgsl",
         include_str!("../../shaders/attention_weights.wgsl"),
     ),
-    ("swiglu.wgsl", include_str!("../../shaders/swiglu.wgsl")),
     ("add.wgsl", include_str!("../../shaders/add.wgsl")),
     ("bias.wgsl", include_str!("../../shaders/bias.wgsl")),
     ("argmax.wgsl", include_str!("../../shaders/argmax.wgsl")),
@@ -335,16 +334,25 @@ impl KernelShapes {
     }
 }
 
+/// The two weight products of one kind (plain, or with SwiGLU).
+struct Products {
+    matvec: ByFormat,
+    matmul: ByFormat,
+}
+
 /// Every pipeline the forward pass needs.
 pub struct Kernels {
     pub embed: ByFormat,
     pub matvec: ByFormat,
     pub matmul: ByFormat,
+    /// Up projections that store silu(gate) * up over the gate (GLU in
+    /// matvec.wgsl and matmul.wgsl): SwiGLU without a pass of its own.
+    pub matvec_swiglu: ByFormat,
+    pub matmul_swiglu: ByFormat,
     pub rmsnorm: Kernel,
     pub rope: Kernel,
     pub kv_append: Kernel,
     pub attention: Kernel,
-    pub swiglu: Kernel,
     pub add: Kernel,
     pub bias: Kernel,
     pub argmax: Kernel,
@@ -392,37 +400,66 @@ impl Kernels {
             ..shapes
         };
         let tokens = f64::from(shapes.matmul_tokens);
-        let by_format = |builder: &mut Builder, name: &'static str, file: &str, slots: &[Slot]| {
-            let map = formats
-                .iter()
-                .map(|&f| {
-                    let format = ("WEIGHT_FORMAT", f as u32 as f64);
-                    let constants: &[(&str, f64)] = match file {
-                        "matvec.wgsl" => &[format, ("LANES", lanes)],
-                        "matmul.wgsl" => &[format, ("TOKENS", tokens)],
-                        _ => &[format],
-                    };
-                    let mut kernel =
-                        builder.kernel(name, file, slots, Some(&weight_layout), constants);
-                    kernel.label = format!("{name} {}", f.name());
-                    (f, kernel)
-                })
-                .collect();
-            ByFormat(map)
-        };
-        let embed = by_format(&mut builder, "embed", "embed.wgsl", &[Uniform, Read, Write]);
+        // `glu`: products that store silu(y) * product over y (matvec.wgsl)
+        let by_format =
+            |builder: &mut Builder, name: &'static str, file: &str, slots: &[Slot], glu: bool| {
+                let map = formats
+                    .iter()
+                    .map(|&f| {
+                        let mut constants = vec![("WEIGHT_FORMAT", f as u32 as f64)];
+                        match file {
+                            "matvec.wgsl" => constants.push(("LANES", lanes)),
+                            "matmul.wgsl" => constants.push(("TOKENS", tokens)),
+                            _ => {}
+                        }
+                        if glu {
+                            constants.push(("GLU", 1.0));
+                        }
+                        let mut kernel =
+                            builder.kernel(name, file, slots, Some(&weight_layout), &constants);
+                        kernel.label = format!("{name} {}", f.name());
+                        (f, kernel)
+                    })
+                    .collect();
+                ByFormat(map)
+            };
+        let embed = by_format(
+            &mut builder,
+            "embed",
+            "embed.wgsl",
+            &[Uniform, Read, Write],
+            false,
+        );
         // (step, params, x, y, x's first row as uniform): matvec reads the last,
         // matmul the third, and one bind group serves both
         let weight_product = [Uniform, Uniform, Read, Write, Uniform];
         let product_layout = builder.layout(&weight_product);
-        let matvec = by_format(&mut builder, "matvec", "matvec.wgsl", &weight_product);
-        let matmul = by_format(&mut builder, "matmul", "matmul.wgsl", &weight_product);
+        let products = |builder: &mut Builder, glu: bool| Products {
+            matvec: by_format(
+                builder,
+                if glu { "matvec+swiglu" } else { "matvec" },
+                "matvec.wgsl",
+                &weight_product,
+                glu,
+            ),
+            matmul: by_format(
+                builder,
+                if glu { "matmul+swiglu" } else { "matmul" },
+                "matmul.wgsl",
+                &weight_product,
+                glu,
+            ),
+        };
+        let plain = products(&mut builder, false);
+        let swiglu = products(&mut builder, true);
         let product = [Uniform, Uniform, Read, Write];
         let neox = [("NEOX", if neox { 1.0 } else { 0.0 })];
         Self {
             embed,
-            matvec,
-            matmul,
+            matvec: plain.matvec,
+            matmul: plain.matmul,
+            matvec_swiglu: swiglu.matvec,
+            matmul_swiglu: swiglu.matmul,
             rmsnorm: builder.kernel(
                 "rmsnorm",
                 "rmsnorm.wgsl",
@@ -451,7 +488,6 @@ impl Kernels {
                 None,
                 &[],
             ),
-            swiglu: builder.kernel("swiglu", "swiglu.wgsl", &product, None, &[]),
             add: builder.kernel("add", "add.wgsl", &product, None, &[]),
             bias: builder.kernel("bias", "bias.wgsl", &product, None, &[]),
             argmax: builder.kernel("argmax", "argmax.wgsl", &[Uniform, Read, Write], None, &[]),

@@ -198,20 +198,43 @@ impl GpuMatrix {
         io: &wgpu::BindGroup,
         n_tokens: u32,
     ) {
+        self.encode_products(kernels, pass, io, n_tokens, false);
+    }
+
+    /// Records `y = silu(y) * (W x)` for `n_tokens` tokens: with this matrix the up
+    /// projection and y holding the gate projection, SwiGLU in the same pass.
+    /// `io` binds as for [`GpuMatrix::encode_product`].
+    pub fn encode_swiglu_product(
+        &self,
+        kernels: &Kernels,
+        pass: &mut wgpu::ComputePass,
+        io: &wgpu::BindGroup,
+        n_tokens: u32,
+    ) {
+        self.encode_products(kernels, pass, io, n_tokens, true);
+    }
+
+    fn encode_products(
+        &self,
+        kernels: &Kernels,
+        pass: &mut wgpu::ComputePass,
+        io: &wgpu::BindGroup,
+        n_tokens: u32,
+        swiglu: bool,
+    ) {
         for chunk in &self.chunks {
-            if n_tokens == 1 {
-                let grid = kernels.matvec_grid(chunk.rows);
-                kernels
-                    .matvec
-                    .get(self.format)
-                    .dispatch(pass, &[io, &chunk.bind_group], grid);
-            } else {
-                let grid = kernels.matmul_grid(chunk.rows, n_tokens);
-                kernels
-                    .matmul
-                    .get(self.format)
-                    .dispatch(pass, &[io, &chunk.bind_group], grid);
-            }
+            let (kernels_by_format, grid) = match (n_tokens, swiglu) {
+                (1, false) => (&kernels.matvec, kernels.matvec_grid(chunk.rows)),
+                (1, true) => (&kernels.matvec_swiglu, kernels.matvec_grid(chunk.rows)),
+                (_, false) => (&kernels.matmul, kernels.matmul_grid(chunk.rows, n_tokens)),
+                (_, true) => (
+                    &kernels.matmul_swiglu,
+                    kernels.matmul_grid(chunk.rows, n_tokens),
+                ),
+            };
+            kernels_by_format
+                .get(self.format)
+                .dispatch(pass, &[io, &chunk.bind_group], grid);
         }
     }
 

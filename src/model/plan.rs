@@ -59,7 +59,6 @@ impl MemoryPlan {
             (cfg.q_dim(), x_floor),
             (cfg.n_embd, 0),
             (cfg.n_ff, x_floor),
-            (cfg.n_ff, 0),
         ];
         let activations = widths.iter().fold(0u64, |n, &(w, floor)| {
             n.saturating_add(f32_bytes(&[block, w]).max(floor))
