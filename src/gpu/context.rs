@@ -97,10 +97,7 @@ impl GpuContext {
         let failure = Arc::new(Mutex::new(None));
         let on_error = Arc::clone(&failure);
         device.on_uncaptured_error(Arc::new(move |error: wgpu::Error| {
-            let text = match &error {
-                wgpu::Error::OutOfMemory { .. } => "the GPU ran out of memory".to_string(),
-                other => other.to_string(),
-            };
+            let text = describe(&error);
             log::error!("GPU error: {text}");
             record_failure(&on_error, text);
         }));
@@ -234,8 +231,44 @@ impl GpuContext {
     }
 }
 
+/// Keeps the first failure the device reports: later ones are its consequences.
 fn record_failure(slot: &Mutex<Option<String>>, text: String) {
     if let Ok(mut first) = slot.lock() {
         first.get_or_insert(text);
+    }
+}
+
+/// What the user reads for an error the device reports outside any error scope.
+fn describe(error: &wgpu::Error) -> String {
+    match error {
+        wgpu::Error::OutOfMemory { source } => format!("the GPU ran out of memory ({source})"),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_memory_is_reported_as_such_and_the_first_failure_is_kept() {
+        let slot = Mutex::new(None);
+        let oom = wgpu::Error::OutOfMemory {
+            source: "Not enough memory left.".into(),
+        };
+        let invalid = wgpu::Error::Validation {
+            source: "a buffer that no longer exists".into(),
+            description: "Validation Error".into(),
+        };
+
+        record_failure(&slot, describe(&oom));
+        record_failure(&slot, describe(&invalid));
+
+        let kept = slot.lock().unwrap().clone();
+        assert_eq!(
+            kept.as_deref(),
+            Some("the GPU ran out of memory (Not enough memory left.)")
+        );
+        assert_eq!(describe(&invalid), "Validation Error");
     }
 }
