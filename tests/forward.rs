@@ -279,3 +279,25 @@ fn a_lost_device_fails_the_next_step_and_the_next_load_clearly() {
         .to_string();
     assert!(error.contains("the GPU device was lost: a test"), "{error}");
 }
+
+/// An uncaptured GPU error (here a write past a buffer's end, as a bug elsewhere
+/// in the same page could make) fails the next step with that error's text,
+/// never with a token.
+#[test]
+fn an_uncaptured_gpu_error_fails_the_next_step_with_its_text() {
+    let ctx = gpu();
+    let spec = SyntheticSpec::tiny(9, 3, WeightFormat::Q4_1);
+    let bytes = spec.to_gguf();
+    let mut model = load(&ctx, &bytes, 16);
+    pollster::block_on(model.forward(&[1, 2, 3], Output::Argmax)).unwrap();
+
+    let small = ctx.storage("four bytes", 4);
+    ctx.queue.write_buffer(&small, 0, &[0u8; 64]);
+
+    let step = pollster::block_on(model.forward(&[4], Output::Argmax));
+    match step {
+        Err(ForwardError::Gpu(e)) => assert!(e.to_string().contains("overrun"), "{e}"),
+        Err(e) => panic!("another error: {e}"),
+        Ok(out) => panic!("a failed device gave a token: {:?}", out.token),
+    }
+}
