@@ -1,39 +1,11 @@
-// Matrix-matrix product for a block of prompt tokens: Y[t, row0 + r] = dot(W[r], X[t]).
+// Matrix-matrix product for a block of prompt tokens: Y[t, row0 + r] = dot(W[r], X[t]),
+// stored as shaders/product.wgsl's `finish` says.
 //
 // Each invocation computes ROWS rows for TOKENS tokens. It walks the columns a
 // block of 32 at a time: it dequantizes that block of each of its rows into
 // registers once, then loads each token's block of X and uses it for all of its
 // rows. So every weight is read and decoded once per TOKENS tokens and every
 // activation loaded once per ROWS rows.
-
-struct Step {
-    pos0: u32,     // position of the step's first token
-    n_tokens: u32, // tokens in this step
-}
-
-struct Params {
-    y_stride: u32, // elements between token rows of Y: the whole tensor's rows
-}
-
-@group(0) @binding(0) var<uniform> step: Step;
-@group(0) @binding(1) var<uniform> params: Params;
-@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>; // [n_tokens, cols / 4]
-@group(0) @binding(3) var<storage, read_write> y: array<f32>; // [n_tokens, y_stride]
-// binding 4, x's first row as uniform, is matvec.wgsl's: one bind group serves both
-
-// With GLU, y already holds the gate projection, this product is the up
-// projection, and what is stored is SwiGLU's silu(gate) * up, where
-// silu(g) = g / (1 + e^-g): the feed-forward's activation needs no pass of its own.
-override GLU: bool = false;
-
-fn store(i: u32, value: f32) {
-    if GLU {
-        let gate = y[i];
-        y[i] = gate / (1.0 + exp(-gate)) * value;
-    } else {
-        y[i] = value;
-    }
-}
 
 const ROWS: u32 = 4u;
 // Tokens per invocation, chosen per adapter (src/gpu/kernels.rs, KernelShapes):
@@ -82,10 +54,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
 
     for (var tt = 0u; tt < tokens; tt++) {
-        for (var r = 0u; r < ROWS; r++) {
-            if first_row + r < chunk.rows {
-                store((t0 + tt) * params.y_stride + chunk.row0 + first_row + r, acc[tt][r]);
-            }
-        }
+        finish(t0 + tt, first_row, acc[tt]);
     }
 }

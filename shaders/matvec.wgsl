@@ -1,5 +1,5 @@
 // Matrix-vector product for one token: y[row0 + r] = dot(W[r], x) for each row r
-// of the weight chunk.
+// of the weight chunk, stored as shaders/product.wgsl's `finish` says.
 //
 // Each invocation serves ROWS rows and every LANES-th block of 32 columns: it
 // loads a block of x into registers once and uses it for all of its rows. With
@@ -11,64 +11,57 @@
 // reusing x across rows is what matters there, and x comes through a uniform
 // binding: lavapipe serves a uniform load as one gather, where a storage load is
 // repeated lane by lane with bounds checks (about twice the cost per value).
+//
+// With NORM, x is the residual stream and the product is of its RMSNorm,
+// x / sqrt(mean(x^2) + eps) * weight: a decode step then needs no norm pass.
+// The product multiplies each block of x by the norm's weights as it loads it,
+// adds up the squares of x on the way (every block passes through some lane of
+// the row), and scales its sums by 1 / rms at the end.
 
-struct Step {
-    pos0: u32,     // position of the step's first token
-    n_tokens: u32, // tokens in this step
-}
+override NORM: bool = false;
+@group(0) @binding(5) var<storage, read> norm_weight: array<vec4<f32>>; // [cols / 4]
 
-struct Params {
-    y_stride: u32, // elements between token rows of y (unused here: one token)
-}
-
-// The longest x the uniform binding holds (64 KiB, WebGPU's least limit).
-const MAX_COLS: u32 = 16384u;
-
-@group(0) @binding(0) var<uniform> step: Step;
-@group(0) @binding(1) var<uniform> params: Params;
-// binding 2 is x as a storage array, which matmul.wgsl reads; this kernel reads
-// the first token row of the same buffer through binding 4
-@group(0) @binding(3) var<storage, read_write> y: array<f32>; // [rows of the whole tensor]
-@group(0) @binding(4) var<uniform> x: array<vec4<f32>, MAX_COLS / 4u>; // [cols]
-
-// With GLU, y already holds the gate projection, this product is the up
-// projection, and what is stored is SwiGLU's silu(gate) * up, where
-// silu(g) = g / (1 + e^-g): the feed-forward's activation needs no pass of its own.
-override GLU: bool = false;
-
-fn store(i: u32, value: f32) {
-    if GLU {
-        let gate = y[i];
-        y[i] = gate / (1.0 + exp(-gate)) * value;
-    } else {
-        y[i] = value;
+// 1 / sqrt(mean(x^2) + eps), from the sum of x's squares; 1 without NORM.
+fn inverse_rms(squares: f32) -> f32 {
+    if !NORM {
+        return 1.0;
     }
+    return 1.0 / sqrt(squares / f32(chunk.cols) + params.eps);
 }
 
 // Invocations that share a row: 8 or 1, chosen per adapter.
 override LANES: u32 = 8u;
 const ROWS: u32 = 4u;
+// Invocations per workgroup, chosen per adapter: at most 64.
+override WORKGROUP: u32 = 64u;
 // [invocation][row of the invocation]
 var<workgroup> partial: array<f32, 256>;
+// [invocation]: with NORM, the squares of x that each lane saw
+var<workgroup> square_partial: array<f32, 64>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WORKGROUP)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
     let lane = lid % LANES;
-    let first_row = ((wid.x + wid.y * groups.x) * (64u / LANES) + lid / LANES) * ROWS;
+    let first_row = ((wid.x + wid.y * groups.x) * (WORKGROUP / LANES) + lid / LANES) * ROWS;
 
     // (no test of first_row around the loop: with LANES = 1 every invocation
     // then takes it in step, and a CPU adapter reads each block of x once for
     // all of its lanes)
     var acc = vec4<f32>();
+    var squares = vec4<f32>();
     for (var b = lane; b < chunk.cols / 32u; b += LANES) {
         var xb: Block;
         var x_sum = 0.0;
         for (var i = 0u; i < 8u; i++) {
-            xb[i] = x[b * 8u + i];
+            xb[i] = x_row[b * 8u + i];
+            if NORM {
+                squares += xb[i] * xb[i];
+                xb[i] *= norm_weight[b * 8u + i];
+            }
             x_sum += xb[i].x + xb[i].y + xb[i].z + xb[i].w;
         }
         for (var r = 0u; r < ROWS; r++) {
@@ -77,28 +70,34 @@ fn main(
             }
         }
     }
+    let square_sum = squares.x + squares.y + squares.z + squares.w;
     if LANES == 1u {
-        for (var r = 0u; r < ROWS; r++) {
-            if first_row + r < chunk.rows {
-                store(chunk.row0 + first_row + r, acc[r]);
-            }
+        if first_row < chunk.rows {
+            finish(0u, first_row, acc * inverse_rms(square_sum));
         }
         return;
     }
     for (var r = 0u; r < ROWS; r++) {
         partial[lid * ROWS + r] = acc[r];
     }
+    if NORM {
+        square_partial[lid] = square_sum;
+    }
     workgroupBarrier();
 
-    if lane == 0u {
-        for (var r = 0u; r < ROWS; r++) {
-            if first_row + r < chunk.rows {
-                var total = 0.0;
-                for (var l = 0u; l < LANES; l++) {
-                    total += partial[(lid + l) * ROWS + r];
-                }
-                store(chunk.row0 + first_row + r, total);
+    if lane == 0u && first_row < chunk.rows {
+        var all_squares = 0.0;
+        if NORM {
+            for (var l = 0u; l < LANES; l++) {
+                all_squares += square_partial[lid + l];
             }
         }
+        var totals = vec4<f32>();
+        for (var r = 0u; r < ROWS; r++) {
+            for (var l = 0u; l < LANES; l++) {
+                totals[r] += partial[(lid + l) * ROWS + r];
+            }
+        }
+        finish(0u, first_row, totals * inverse_rms(all_squares));
     }
 }

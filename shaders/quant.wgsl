@@ -32,7 +32,13 @@ struct WeightChunk {
     cols: u32,         // elements per row, a multiple of 32 (of 256 for k-quants)
     row0: u32,         // the chunk's first row within the whole tensor
     scale_offset: u32, // in words: where the scales start
+    bias_offset: u32,  // in words: where one f32 per row starts, added to the
+                       // row's sums (qwen2's Q, K and V biases); NO_BIAS without
 }
+
+// No chunk's biases start at word 0, where its quants do. (An index that is
+// never read but out of bounds, such as u32::MAX, crashes lavapipe 22.3.)
+const NO_BIAS: u32 = 0u;
 
 @group(1) @binding(0) var<uniform> chunk: WeightChunk;
 @group(1) @binding(1) var<storage, read> weights: array<u32>;

@@ -7,8 +7,10 @@ use bytemuck::bytes_of;
 
 use crate::gguf::GgufFile;
 use crate::gpu::kernels::{
-    DecodeAttention, Grid, Kernel, Kernels, ATTENTION_WEIGHTS_MAX_DIM, X_UNIFORM_BYTES,
+    DecodeAttention, Epilogue, Grid, Kernel, Kernels, QkvCache, ATTENTION_WEIGHTS_MAX_DIM,
+    X_UNIFORM_BYTES,
 };
+use crate::gpu::matrix::GpuMatrix;
 use crate::gpu::timing::{Timestamps, MAX_TIMESTAMPS};
 use crate::gpu::uniforms::{self, Step};
 use crate::gpu::{GpuBuffer, GpuContext, GpuError};
@@ -152,13 +154,10 @@ pub enum ForwardError {
 struct Scratch {
     step: GpuBuffer,       // Step uniform
     ids: GpuBuffer,        // [block] u32
-    x: GpuBuffer,          // [block, n_embd] residual stream
+    x: GpuBuffer,          // [block, n_embd] residual stream, also bound as uniform
     xn: GpuBuffer,         // [block, n_embd] normed
-    q: GpuBuffer,          // [block, n_head * head_dim], also bound as uniform
-    k: GpuBuffer,          // [block, n_kv_head * head_dim]
-    v: GpuBuffer,          // [block, n_kv_head * head_dim]
+    q: GpuBuffer,          // [block, n_head * head_dim] rotated, also bound as uniform
     att: GpuBuffer,        // [block, n_head * head_dim] attention output
-    proj: GpuBuffer,       // [block, n_embd] output of attn_output or ffn_down
     gate: GpuBuffer,       // [block, n_ff], then silu(gate) * up
     logits: GpuBuffer,     // [block, vocab]
     chosen: GpuBuffer,     // [1] u32
@@ -172,23 +171,23 @@ struct Scratch {
     logits_staging: GpuBuffer,
 }
 
-/// Group-0 bind groups of every dispatch, by role.
+/// Group-0 bind groups of every dispatch, by role. The products of a prompt
+/// block read xn, which a norm pass fills; those of a decode token read the
+/// residual stream x through their layer's norm (`LayerBinds`).
 struct Binds {
     embed: wgpu::BindGroup,
-    q: wgpu::BindGroup,
-    k: wgpu::BindGroup,
-    v: wgpu::BindGroup,
-    rope_q: wgpu::BindGroup,
-    rope_k: wgpu::BindGroup,
+    /// x += attention output projected
     o: wgpu::BindGroup,
-    residual: wgpu::BindGroup,
     gate: wgpu::BindGroup,
+    /// x += feed-forward output projected
     down: wgpu::BindGroup,
     layers: Vec<LayerBinds>,
     output_norm: wgpu::BindGroup,
     /// The final norm of the step's last token alone, into row 0 of xn.
     output_norm_last: wgpu::BindGroup,
     logits: wgpu::BindGroup,
+    /// One token's logits, of x through the final norm.
+    logits_normed: wgpu::BindGroup,
     argmax: wgpu::BindGroup,
     topk: wgpu::BindGroup,
     /// With decode attention: the merge of its splits (partial -> att).
@@ -205,9 +204,14 @@ struct Capture {
 
 struct LayerBinds {
     attn_norm: wgpu::BindGroup,
-    /// q, k and v += their biases (qwen2)
-    qkv_bias: Option<[wgpu::BindGroup; 3]>,
-    kv_append: wgpu::BindGroup,
+    /// The stacked Q, K and V product, which rotates q and k and appends k and
+    /// v to this layer's cache: of x through the layer's norm for one token
+    /// (`qkv`), of xn for a block (`qkv_block`).
+    qkv: wgpu::BindGroup,
+    qkv_block: wgpu::BindGroup,
+    /// One token's gate and up: products of x through this layer's norm.
+    gate: wgpu::BindGroup,
+    up: wgpu::BindGroup,
     attention: wgpu::BindGroup,
     /// With decode attention: its bind group for one token over this layer's cache.
     decode_attention: Option<wgpu::BindGroup>,
@@ -724,28 +728,34 @@ impl Model {
     fn encode_layers(&self, pass: &mut wgpu::ComputePass, n: u32, capture: bool) {
         let (k, b, w, c) = (&self.kernels, &self.binds, &self.weights, &self.config);
         let (_, splits) = self.attention.split;
-        let rows = |width: usize| k.elementwise_grid(n * width as u32);
-        let (q, kv) = (c.q_dim(), c.kv_dim());
 
         // token embeddings -> x
         w.token_embd.encode_embed(k, pass, &b.embed, n);
 
+        // A product of the normed x: for one token the product takes the norm
+        // itself (`one` binds x and the norm's weights); a block's products read
+        // xn, normed once for all of them, the norm's cost spread over the block.
+        let normed = |pass: &mut wgpu::ComputePass,
+                      m: &GpuMatrix,
+                      one: &wgpu::BindGroup,
+                      block: &wgpu::BindGroup,
+                      epilogue: Epilogue| {
+            if n == 1 {
+                m.encode_normed_product(k, pass, one, epilogue);
+            } else {
+                m.encode_product(k, pass, block, n, epilogue);
+            }
+        };
         let capture = self.capture.as_ref().filter(|_| capture);
         for (l, (layer, lb)) in w.layers.iter().zip(&b.layers).enumerate() {
-            // attention: norm, project to q, k, v (plus biases: qwen2), rotate q and k
-            k.rmsnorm.dispatch(pass, &[&lb.attn_norm], Grid::new(n, 1));
-            layer.wq.encode_product(k, pass, &b.q, n);
-            layer.wk.encode_product(k, pass, &b.k, n);
-            layer.wv.encode_product(k, pass, &b.v, n);
-            for (bias, width) in lb.qkv_bias.iter().flatten().zip([q, kv, kv]) {
-                k.bias.dispatch(pass, &[bias], rows(width));
+            // attention: norm, project to q, k, v (plus biases: qwen2), rotate q
+            // and k, append k and v to the cache: one product
+            if n > 1 {
+                k.rmsnorm.dispatch(pass, &[&lb.attn_norm], Grid::new(n, 1));
             }
-            k.rope.dispatch(pass, &[&b.rope_q], rows(c.q_dim() / 2));
-            k.rope.dispatch(pass, &[&b.rope_k], rows(c.kv_dim() / 2));
+            normed(pass, &layer.wqkv, &lb.qkv, &lb.qkv_block, Epilogue::Qkv);
 
-            // append k, v to the cache, attend over it, project back, add
-            k.kv_append
-                .dispatch(pass, &[&lb.kv_append], rows(c.kv_dim()));
+            // attend over the cache, project back, add to x
             match (
                 &self.attention.decode,
                 &lb.decode_attention,
@@ -769,15 +779,17 @@ impl Model {
                 let heads = Grid::new(c.n_head as u32, 1);
                 cap.kernel.dispatch(pass, &[&cap.layers[l]], heads);
             }
-            layer.wo.encode_product(k, pass, &b.o, n);
-            k.add.dispatch(pass, &[&b.residual], rows(c.n_embd));
+            layer.wo.encode_product(k, pass, &b.o, n, Epilogue::Add);
 
-            // feed-forward: norm, gate, up with SwiGLU over the gate, down, add
-            k.rmsnorm.dispatch(pass, &[&lb.ffn_norm], Grid::new(n, 1));
-            layer.w_gate.encode_product(k, pass, &b.gate, n);
-            layer.w_up.encode_swiglu_product(k, pass, &b.gate, n);
-            layer.w_down.encode_product(k, pass, &b.down, n);
-            k.add.dispatch(pass, &[&b.residual], rows(c.n_embd));
+            // feed-forward: norm, gate, up with SwiGLU over the gate, down added to x
+            if n > 1 {
+                k.rmsnorm.dispatch(pass, &[&lb.ffn_norm], Grid::new(n, 1));
+            }
+            normed(pass, &layer.w_gate, &lb.gate, &b.gate, Epilogue::Store);
+            normed(pass, &layer.w_up, &lb.up, &b.gate, Epilogue::Swiglu);
+            layer
+                .w_down
+                .encode_product(k, pass, &b.down, n, Epilogue::Add);
         }
     }
 
@@ -789,15 +801,20 @@ impl Model {
             return;
         };
 
-        // final norm: of every token for all logits, else of the last into row 0
+        // final norm: of every token for all logits; of one token in its
+        // product; else of the last token into row 0 of xn
         if output == Output::AllLogits {
             k.rmsnorm.dispatch(pass, &[&b.output_norm], Grid::new(n, 1));
-            head.encode_product(k, pass, &b.logits, n);
+            head.encode_product(k, pass, &b.logits, n, Epilogue::Store);
             return;
         }
-        k.rmsnorm
-            .dispatch(pass, &[&b.output_norm_last], Grid::new(1, 1));
-        head.encode_product(k, pass, &b.logits, 1);
+        if n == 1 {
+            head.encode_normed_product(k, pass, &b.logits_normed, Epilogue::Store);
+        } else {
+            k.rmsnorm
+                .dispatch(pass, &[&b.output_norm_last], Grid::new(1, 1));
+            head.encode_product(k, pass, &b.logits, 1, Epilogue::Store);
+        }
 
         match output {
             Output::Argmax => k.argmax.dispatch(pass, &[&b.argmax], Grid::new(1, 1)),
@@ -816,10 +833,7 @@ impl Scratch {
             &self.x,
             &self.xn,
             &self.q,
-            &self.k,
-            &self.v,
             &self.att,
-            &self.proj,
             &self.gate,
             &self.logits,
             &self.chosen,
@@ -857,13 +871,10 @@ impl Scratch {
         Self {
             step: ctx.uniform_with("step", bytes_of(&Step::default())),
             ids: rows("token ids", 1),
-            x: rows("x (residual stream)", cfg.n_embd),
+            x: x_rows("x (residual stream)", cfg.n_embd),
             xn: x_rows("xn (normed)", cfg.n_embd),
             q: ctx.storage_uniform("q", q_bytes),
-            k: rows("k", cfg.kv_dim()),
-            v: rows("v", cfg.kv_dim()),
             att: x_rows("attention output", cfg.q_dim()),
-            proj: rows("projection", cfg.n_embd),
             gate: x_rows("gate", cfg.n_ff),
             logits: ctx.storage("logits", logits_bytes),
             chosen: ctx.storage("chosen token", 4),
@@ -900,7 +911,8 @@ impl Binds {
         };
         let product = |y_stride: usize| uniforms::Product {
             y_stride: y_stride as u32,
-            _pad: [0; 3],
+            eps: cfg.rms_eps,
+            ..Default::default()
         };
         let count = |n: usize| uniforms::Count {
             n: n as u32,
@@ -914,17 +926,6 @@ impl Binds {
         };
         let norm_last = uniform("rmsnorm params, last token", bytes_of(&norm(1)));
         let norm = uniform("rmsnorm params", bytes_of(&norm(0)));
-        let rope = |heads: usize| uniforms::Rope {
-            n_heads: heads as u32,
-            head_dim: cfg.head_dim as u32,
-            _pad: [0; 2],
-        };
-        let kv = uniforms::KvAppend {
-            n_kv_head: cfg.n_kv_head as u32,
-            head_dim: cfg.head_dim as u32,
-            max_seq: cfg.max_seq as u32,
-            _pad: 0,
-        };
         let attention = uniforms::Attention {
             n_head: cfg.n_head as u32,
             n_kv_head: cfg.n_kv_head as u32,
@@ -935,7 +936,6 @@ impl Binds {
             scale: 1.0 / (cfg.head_dim as f32).sqrt(),
             _pad: 0,
         };
-        let kv = uniform("kv_append params", bytes_of(&kv));
         let attention = uniform("attention params", bytes_of(&attention));
         let decode_params = decode.map(|d| uniforms::DecodeAttention {
             n_head: cfg.n_head as u32,
@@ -952,43 +952,58 @@ impl Binds {
             offset: 0,
             size: wgpu::BufferSize::new(DecodeAttention::Q_BINDING_BYTES),
         };
-        let p_q = uniform("q product", bytes_of(&product(cfg.q_dim())));
-        let p_kv = uniform("kv product", bytes_of(&product(cfg.kv_dim())));
+        let p_qkv = uniforms::Product {
+            head_dim: cfg.head_dim as u32,
+            q_rows: cfg.q_dim() as u32,
+            kv_rows: cfg.kv_dim() as u32,
+            max_seq: cfg.max_seq as u32,
+            ..product(cfg.q_dim())
+        };
+        let p_qkv = uniform("qkv product", bytes_of(&p_qkv));
         let p_embd = uniform("embd product", bytes_of(&product(cfg.n_embd)));
         let p_ff = uniform("ffn product", bytes_of(&product(cfg.n_ff)));
         let p_vocab = uniform("logits product", bytes_of(&product(cfg.vocab)));
-        let r_q = uniform("rope q params", bytes_of(&rope(cfg.n_head)));
-        let r_k = uniform("rope k params", bytes_of(&rope(cfg.n_kv_head)));
-        let c_embd = uniform("count embd", bytes_of(&count(cfg.n_embd)));
-        let c_q = uniform("count q", bytes_of(&count(cfg.q_dim())));
-        let c_kv = uniform("count kv", bytes_of(&count(cfg.kv_dim())));
         let c_vocab = uniform("count vocab", bytes_of(&count(cfg.vocab)));
 
+        let product = |label: &str, params: &GpuBuffer, x: &GpuBuffer, y: &GpuBuffer| {
+            k.bind_product(ctx, label, [&s.step, params, x, y], None, None)
+        };
+        // a product of x through a norm with these weights
+        let normed = |label: &str, params: &GpuBuffer, norm: &GpuBuffer, y: &GpuBuffer| {
+            k.bind_product(ctx, label, [&s.step, params, &s.x, y], Some(norm), None)
+        };
+        let cache_of = |l: usize| QkvCache {
+            rope_table: &s.rope_table,
+            k: &cache.k[l],
+            v: &cache.v[l],
+        };
         let layers = (0..cfg.n_layer)
             .map(|l| {
                 let lw = &w.layers[l];
                 let label = |what: &str| format!("{what}, layer {l}");
+                let (attn_norm, ffn_norm) = (&lw.attn_norm, &lw.ffn_norm);
                 LayerBinds {
                     attn_norm: k.rmsnorm.bind(
                         ctx,
                         &label("attn_norm"),
-                        &[&s.step, &norm, &s.x, &lw.attn_norm, &s.xn],
+                        &[&s.step, &norm, &s.x, attn_norm, &s.xn],
                     ),
-                    qkv_bias: lw.qkv_bias.as_ref().map(|bias| {
-                        [
-                            (&bias.q, &c_q, &s.q, "q += bias"),
-                            (&bias.k, &c_kv, &s.k, "k += bias"),
-                            (&bias.v, &c_kv, &s.v, "v += bias"),
-                        ]
-                        .map(|(bias, count, out, what)| {
-                            k.bias.bind(ctx, &label(what), &[&s.step, count, bias, out])
-                        })
-                    }),
-                    kv_append: k.kv_append.bind(
+                    qkv: k.bind_product(
                         ctx,
-                        &label("kv_append"),
-                        &[&s.step, &kv, &s.k, &s.v, &cache.k[l], &cache.v[l]],
+                        &label("x -> q, k, v"),
+                        [&s.step, &p_qkv, &s.x, &s.q],
+                        Some(attn_norm),
+                        Some(cache_of(l)),
                     ),
+                    qkv_block: k.bind_product(
+                        ctx,
+                        &label("xn -> q, k, v"),
+                        [&s.step, &p_qkv, &s.xn, &s.q],
+                        None,
+                        Some(cache_of(l)),
+                    ),
+                    gate: normed(&label("x -> gate"), &p_ff, ffn_norm, &s.gate),
+                    up: normed(&label("x -> silu(gate) * up"), &p_ff, ffn_norm, &s.gate),
                     attention: k.attention.bind(
                         ctx,
                         &label("attention"),
@@ -1019,26 +1034,15 @@ impl Binds {
             })
             .collect();
 
-        let product = |label: &str, params: &GpuBuffer, x: &GpuBuffer, y: &GpuBuffer| {
-            k.bind_product(ctx, label, [&s.step, params, x, y])
-        };
         Self {
-            embed: k.embed.get(w.token_embd.format).bind(
+            embed: k.embed.get(w.token_embd.chunks[0].format).bind(
                 ctx,
                 "token ids",
                 &[&s.step, &s.ids, &s.x],
             ),
-            q: product("xn -> q", &p_q, &s.xn, &s.q),
-            k: product("xn -> k", &p_kv, &s.xn, &s.k),
-            v: product("xn -> v", &p_kv, &s.xn, &s.v),
-            rope_q: k.rope.bind(ctx, "q", &[&s.step, &r_q, &s.rope_table, &s.q]),
-            rope_k: k.rope.bind(ctx, "k", &[&s.step, &r_k, &s.rope_table, &s.k]),
-            o: product("attention -> projection", &p_embd, &s.att, &s.proj),
-            residual: k
-                .add
-                .bind(ctx, "x += projection", &[&s.step, &c_embd, &s.proj, &s.x]),
+            o: product("x += attention projected", &p_embd, &s.att, &s.x),
             gate: product("xn -> gate", &p_ff, &s.xn, &s.gate),
-            down: product("gate -> projection", &p_embd, &s.gate, &s.proj),
+            down: product("x += feed-forward projected", &p_embd, &s.gate, &s.x),
             layers,
             output_norm: k.rmsnorm.bind(
                 ctx,
@@ -1051,6 +1055,7 @@ impl Binds {
                 &[&s.step, &norm_last, &s.x, &w.output_norm, &s.xn],
             ),
             logits: product("xn -> logits", &p_vocab, &s.xn, &s.logits),
+            logits_normed: normed("x -> logits", &p_vocab, &w.output_norm, &s.logits),
             argmax: k
                 .argmax
                 .bind(ctx, "logits", &[&c_vocab, &s.logits, &s.chosen]),

@@ -1,7 +1,8 @@
 //! The KV cache on the GPU: for each layer, a key and a value buffer of
-//! `[n_kv_head, max_seq, head_dim]` f32, allocated once. Appending writes in
-//! place (kv_append.wgsl); truncating and clearing only move the length, since
-//! attention never reads past the positions of the current step.
+//! `[n_kv_head, max_seq, head_dim]` f32, allocated once. The QKV product writes
+//! the step's keys and values in place (shaders/product.wgsl); truncating and
+//! clearing only move the length, since attention never reads past the
+//! positions of the current step.
 
 use crate::gpu::{GpuBuffer, GpuContext};
 use crate::model::{ModelConfig, ModelError};

@@ -245,9 +245,11 @@ fn step_stats_count_dispatches_submissions_and_readback() {
         (decode.tokens, decode.submissions, decode.readback_bytes),
         (1, 1, 4)
     );
-    // per layer: 2 norms, 7 products (the up one applies SwiGLU), 2 rotations,
-    // append, attention, 2 adds; then embed, the final norm, the logits and the argmax
-    assert_eq!(decode.dispatches, 15 * layers + 4);
+    // per layer: 5 products (QKV, gate and up take their norm; QKV rotates q and
+    // k and appends k and v to the cache, up applies SwiGLU, the output and down
+    // products add to x) and attention; then embed, the logits (with the final
+    // norm), argmax
+    assert_eq!(decode.dispatches, 6 * layers + 3);
 
     pollster::block_on(model.forward(&[5], Output::TopK(10))).unwrap();
     assert_eq!(model.last_step().readback_bytes, 10 * 8);

@@ -6,10 +6,13 @@ mod common;
 use bytemuck::bytes_of;
 use common::{assert_close, gpu, gpu_with, poison, random, read_f32, run};
 use gqa_webgpu::forward::rope_table;
-use gqa_webgpu::gpu::kernels::{DecodeAttention, Grid, KernelShapes, Kernels, X_UNIFORM_BYTES};
-use gqa_webgpu::gpu::matrix::GpuMatrix;
+use gqa_webgpu::gpu::kernels::{
+    DecodeAttention, Epilogue, Grid, KernelShapes, Kernels, QkvCache, X_UNIFORM_BYTES,
+};
+use gqa_webgpu::gpu::matrix::{GpuMatrix, MatrixPart};
 use gqa_webgpu::gpu::uniforms::{self, Step};
 use gqa_webgpu::gpu::{ContextOptions, GpuBuffer, GpuContext};
+use gqa_webgpu::model::weights::rope_pair_order;
 use gqa_webgpu::quant::{quantize, WeightFormat};
 use gqa_webgpu::reference::{self, AttentionShape, Matrix};
 use gqa_webgpu::synthetic::Rng;
@@ -94,17 +97,18 @@ fn embed_matches_reference_for_every_format() {
     }
 }
 
-/// Runs `y = W x` through [`GpuMatrix::encode_product`] for `tokens` rows of x
-/// (matvec for one, matmul for more) with kernels in `shapes`, and checks it
-/// against the reference. With `swiglu`, y starts as a gate and the product is
-/// [`GpuMatrix::encode_swiglu_product`]'s `silu(gate) * W x`.
+/// Runs a weight product for `tokens` rows of x (matvec for one, matmul for
+/// more) with kernels in `shapes`, storing as `epilogue` says over a random y,
+/// and checks it against the reference. With `normed` (one token), the product
+/// is of x's RMSNorm ([`GpuMatrix::encode_normed_product`]).
 fn check_product(
     ctx: &GpuContext,
     how: &str,
     format: WeightFormat,
     tokens: usize,
     shapes: KernelShapes,
-    swiglu: bool,
+    epilogue: Epilogue,
+    normed: bool,
 ) {
     let mut rng = Rng(100 + tokens as u64);
     let kernels = Kernels::with_shapes(ctx, &[format], false, shapes);
@@ -119,40 +123,51 @@ fn check_product(
         .write_buffer(&x_buffer, 0, &poison(x_bytes as usize / 4));
     ctx.queue
         .write_buffer(&x_buffer, 0, bytemuck::cast_slice(&x));
-    let gate = random(&mut rng, tokens * rows, 4.0);
-    let y = if swiglu {
-        ctx.storage_with("y", bytemuck::cast_slice(&gate))
-    } else {
-        ctx.storage_with("y", &poison(tokens * rows))
+    let norm_weight = random(&mut rng, cols, 1.0);
+    let norm_buffer = ctx.storage_with("norm", bytemuck::cast_slice(&norm_weight));
+    let eps = 1e-5;
+    // what y held before: a gate for SwiGLU, a residual stream to add to, or
+    // poison for a plain store
+    let before = random(&mut rng, tokens * rows, 4.0);
+    let y = match epilogue {
+        Epilogue::Store => ctx.storage_with("y", &poison(tokens * rows)),
+        _ => ctx.storage_with("y", bytemuck::cast_slice(&before)),
     };
     let params = uniforms::Product {
         y_stride: rows as u32,
-        _pad: [0; 3],
+        eps,
+        ..Default::default()
     };
     let params = ctx.uniform_with("params", bytes_of(&params));
     let step = step(ctx, 0, tokens as u32);
-    let io = kernels.bind_product(ctx, "test", [&step, &params, &x_buffer, &y]);
+    let norm = normed.then_some(&*norm_buffer);
+    let io = kernels.bind_product(ctx, "test", [&step, &params, &x_buffer, &y], norm, None);
 
     run(ctx, |pass| {
-        if swiglu {
-            m.encode_swiglu_product(&kernels, pass, &io, tokens as u32)
+        if normed {
+            m.encode_normed_product(&kernels, pass, &io, epilogue)
         } else {
-            m.encode_product(&kernels, pass, &io, tokens as u32)
+            m.encode_product(&kernels, pass, &io, tokens as u32, epilogue)
         }
     });
 
     let got = read_f32(ctx, &y, tokens * rows);
-    let x_used = &x[..];
     let what = format!(
-        "{}{} {format:?} ({how}, {tokens} tokens, {shapes:?})",
+        "{}{} {epilogue:?} {format:?} ({how}, {tokens} tokens, {shapes:?})",
+        if normed { "rmsnorm+" } else { "" },
         if tokens == 1 { "matvec" } else { "matmul" },
-        if swiglu { "+swiglu" } else { "" },
     );
-    let product = reference::matmul(&w, x_used);
-    let expected = if swiglu {
-        reference::swiglu(&gate, &product)
+    let x_used = if normed {
+        reference::rmsnorm(&x, &norm_weight, eps)
     } else {
-        product
+        x
+    };
+    let product = reference::matmul(&w, &x_used);
+    let expected = match epilogue {
+        Epilogue::Store => product,
+        Epilogue::Add => reference::add(&before, &product),
+        Epilogue::Swiglu => reference::swiglu(&before, &product),
+        Epilogue::Qkv => unreachable!("check_qkv tests the QKV epilogue"),
     };
     assert_close(&what, &got, &expected, PRODUCT_ATOL, PRODUCT_RTOL);
 }
@@ -166,12 +181,14 @@ fn every_adapters_shapes() -> [KernelShapes; 2] {
 }
 
 #[test]
-fn matvec_with_and_without_swiglu_matches_reference_for_every_format() {
+fn matvec_in_every_epilogue_normed_or_not_matches_reference_for_every_format() {
     for (how, ctx) in contexts() {
         for format in WeightFormat::ALL {
             for shapes in every_adapters_shapes() {
-                for swiglu in [false, true] {
-                    check_product(&ctx, how, format, 1, shapes, swiglu);
+                for epilogue in [Epilogue::Store, Epilogue::Add, Epilogue::Swiglu] {
+                    for normed in [false, true] {
+                        check_product(&ctx, how, format, 1, shapes, epilogue, normed);
+                    }
                 }
             }
         }
@@ -179,15 +196,15 @@ fn matvec_with_and_without_swiglu_matches_reference_for_every_format() {
 }
 
 #[test]
-fn matmul_with_and_without_swiglu_matches_reference_for_every_format() {
+fn matmul_in_every_epilogue_matches_reference_for_every_format() {
     for (how, ctx) in contexts() {
         for format in WeightFormat::ALL {
             // a GPU's 8 tokens an invocation: 11 is one full tile and a partial
             // one; a CPU adapter's 32: 40 is one full tile and a partial one
             for shapes in every_adapters_shapes() {
                 for tokens in [11, 40] {
-                    for swiglu in [false, true] {
-                        check_product(&ctx, how, format, tokens, shapes, swiglu);
+                    for epilogue in [Epilogue::Store, Epilogue::Add, Epilogue::Swiglu] {
+                        check_product(&ctx, how, format, tokens, shapes, epilogue, false);
                     }
                 }
             }
@@ -250,50 +267,6 @@ fn rmsnorm_matches_reference_for_every_row_and_for_the_last_alone() {
 
 /// Both rotations, plain and with what Llama 3 adds: linear position scaling and a
 /// frequency divisor per pair (`rope_freqs.weight`), which enter through the table.
-#[test]
-fn rope_matches_reference_in_both_conventions_and_with_frequency_factors() {
-    let ctx = gpu();
-    let mut rng = Rng(5);
-    let (tokens, heads, head_dim, pos0, base) = (5, 3, 16, 7, 10_000.0);
-    let factors: Vec<f32> = (0..head_dim / 2).map(|i| 1.0 + i as f32 * 1.5).collect();
-    let plain = reference::rope_freqs(head_dim, base, 1.0, &[]);
-    let llama3 = reference::rope_freqs(head_dim, base, 0.25, &factors);
-    for (neox, freqs, what) in [
-        (false, &plain, "rope (adjacent pairs)"),
-        (true, &plain, "rope (neox)"),
-        (false, &llama3, "rope (adjacent pairs, scaled, factors)"),
-        (true, &llama3, "rope (neox, scaled, factors)"),
-    ] {
-        let kernels = Kernels::new(&ctx, &[], neox);
-        let x = random(&mut rng, tokens * heads * head_dim, 1.0);
-        let table = rope_table(32, freqs);
-        let table = ctx.storage_with("table", bytemuck::cast_slice(&table));
-        let qk = ctx.storage_with("qk", bytemuck::cast_slice(&x));
-        let params = uniforms::Rope {
-            n_heads: heads as u32,
-            head_dim: head_dim as u32,
-            _pad: [0; 2],
-        };
-        let params = ctx.uniform_with("params", bytes_of(&params));
-        let step = step(&ctx, pos0 as u32, tokens as u32);
-        let io = kernels
-            .rope
-            .bind(&ctx, "test", &[&step, &params, &table, &qk]);
-
-        let pairs = (tokens * heads * head_dim / 2) as u32;
-        run(&ctx, |pass| {
-            kernels
-                .rope
-                .dispatch(pass, &[&io], kernels.elementwise_grid(pairs))
-        });
-
-        let got = read_f32(&ctx, &qk, x.len());
-        let mut expected = x.clone();
-        reference::rope(&mut expected, head_dim, pos0, freqs, neox, heads);
-        assert_close(what, &got, &expected, ELEMENT_ATOL, ELEMENT_RTOL);
-    }
-}
-
 /// The frequencies llama.cpp's rope uses: `scale * base^(-2i/d) / factor[i]`, checked on
 /// values worked by hand rather than by the same formula.
 #[test]
@@ -315,52 +288,142 @@ fn rope_frequencies_follow_base_scale_and_factors() {
     assert!((cos - 0.3f32.cos()).abs() < 1e-7 && (sin - 0.3f32.sin()).abs() < 1e-7);
 }
 
-#[test]
-fn kv_append_writes_only_the_step_positions() {
-    let ctx = gpu();
-    let kernels = Kernels::new(&ctx, &[], false);
-    let mut rng = Rng(7);
-    let (tokens, n_kv, hd, max_seq, pos0) = (3, 2, 8, 16, 5);
-    let k = random(&mut rng, tokens * n_kv * hd, 1.0);
-    let v = random(&mut rng, tokens * n_kv * hd, 1.0);
+/// GGUF rows of `format` reordered: row `i` of the result is row `order[i]`.
+fn reorder_rows(bytes: &[u8], format: WeightFormat, cols: usize, order: &[usize]) -> Vec<u8> {
+    let row = format.row_bytes(cols);
+    order
+        .iter()
+        .flat_map(|&r| &bytes[r * row..(r + 1) * row])
+        .copied()
+        .collect()
+}
+
+/// The stacked Q, K and V product (`Epilogue::Qkv`) for `tokens` tokens at
+/// `pos0`: q rotated into y, k rotated and v copied into the caches at the
+/// step's positions and nowhere else, against the reference's products, biases
+/// and RoPE. The parts are in `formats` (one matrix, or three), their Q and K
+/// rows ordered for `neox` as the loader orders them.
+#[allow(clippy::too_many_arguments)]
+fn check_qkv(
+    ctx: &GpuContext,
+    how: &str,
+    shapes: KernelShapes,
+    formats: [WeightFormat; 3],
+    neox: bool,
+    bias: bool,
+    tokens: usize,
+    normed: bool,
+) {
+    let mut rng = Rng(300 + tokens as u64);
+    let (n_head, n_kv, hd, cols, max_seq, pos0) = (4, 2, 16, 64, 12, 5);
+    let (q_rows, kv_rows) = (n_head * hd, n_kv * hd);
+    let mut unique = formats.to_vec();
+    unique.dedup();
+    let kernels = Kernels::with_shapes(ctx, &unique, neox, shapes);
+    let factors: Vec<f32> = (0..hd / 2).map(|i| 1.0 + i as f32 * 0.5).collect();
+    let freqs = reference::rope_freqs(hd, 10_000.0, 0.5, &factors);
+    let table = ctx.storage_with("table", bytemuck::cast_slice(&rope_table(max_seq, &freqs)));
+
+    let names = ["q", "k", "v"];
+    let rows = [q_rows, kv_rows, kv_rows];
+    let mats: Vec<(Vec<u8>, Matrix)> = (0..3)
+        .map(|i| random_matrix(&mut rng, formats[i], rows[i], cols))
+        .collect();
+    let biases: Vec<Vec<f32>> = rows.iter().map(|&n| random(&mut rng, n, 0.5)).collect();
+    // the loader's order: NEOX pairs on adjacent rows, for q and k
+    let orders: Vec<Vec<usize>> = (0..3)
+        .map(|i| match i {
+            2 => (0..rows[i]).collect(),
+            _ => rope_pair_order(rows[i], hd, neox),
+        })
+        .collect();
+    let stored: Vec<Vec<u8>> = (0..3)
+        .map(|i| reorder_rows(&mats[i].0, formats[i], cols, &orders[i]))
+        .collect();
+    let stored_bias: Vec<Vec<f32>> = (0..3)
+        .map(|i| orders[i].iter().map(|&r| biases[i][r]).collect())
+        .collect();
+    let parts: Vec<MatrixPart> = (0..3)
+        .map(|i| MatrixPart {
+            name: names[i],
+            format: formats[i],
+            rows: rows[i],
+            bytes: &stored[i],
+            bias: bias.then_some(&stored_bias[i][..]),
+        })
+        .collect();
+    let m = GpuMatrix::upload_stacked(ctx, &kernels, "qkv", cols, &parts).unwrap();
+
+    let x = random(&mut rng, tokens * cols, 1.0);
+    let x_bytes = X_UNIFORM_BYTES.max(4 * x.len() as u64 + 256);
+    let x_buffer = ctx.storage_uniform("x", x_bytes);
+    ctx.queue
+        .write_buffer(&x_buffer, 0, &poison(x_bytes as usize / 4));
+    ctx.queue
+        .write_buffer(&x_buffer, 0, bytemuck::cast_slice(&x));
+    let norm_weight = random(&mut rng, cols, 1.0);
+    let norm_buffer = ctx.storage_with("norm", bytemuck::cast_slice(&norm_weight));
+    let q_out = ctx.storage_with("q", &poison(tokens * q_rows));
     let k_old = random(&mut rng, n_kv * max_seq * hd, 1.0);
     let v_old = random(&mut rng, n_kv * max_seq * hd, 1.0);
-    let buffers: Vec<GpuBuffer> = [&k, &v, &k_old, &v_old]
-        .iter()
-        .map(|data| ctx.storage_with("kv", bytemuck::cast_slice(data)))
-        .collect();
-    let params = uniforms::KvAppend {
-        n_kv_head: n_kv as u32,
+    let k_cache = ctx.storage_with("k cache", bytemuck::cast_slice(&k_old));
+    let v_cache = ctx.storage_with("v cache", bytemuck::cast_slice(&v_old));
+    let eps = 1e-5;
+    let params = uniforms::Product {
+        y_stride: q_rows as u32,
+        eps,
         head_dim: hd as u32,
+        q_rows: q_rows as u32,
+        kv_rows: kv_rows as u32,
         max_seq: max_seq as u32,
-        _pad: 0,
+        _pad: [0; 2],
     };
     let params = ctx.uniform_with("params", bytes_of(&params));
-    let step = step(&ctx, pos0 as u32, tokens as u32);
-    let io = kernels.kv_append.bind(
-        &ctx,
+    let step = step(ctx, pos0 as u32, tokens as u32);
+    let cache = QkvCache {
+        rope_table: &table,
+        k: &k_cache,
+        v: &v_cache,
+    };
+    let norm = normed.then_some(&*norm_buffer);
+    let io = kernels.bind_product(
+        ctx,
         "test",
-        &[
-            &step,
-            &params,
-            &buffers[0],
-            &buffers[1],
-            &buffers[2],
-            &buffers[3],
-        ],
+        [&step, &params, &x_buffer, &q_out],
+        norm,
+        Some(cache),
     );
 
-    let n = (tokens * n_kv * hd) as u32;
-    run(&ctx, |pass| {
-        kernels
-            .kv_append
-            .dispatch(pass, &[&io], kernels.elementwise_grid(n))
+    run(ctx, |pass| {
+        if normed {
+            m.encode_normed_product(&kernels, pass, &io, Epilogue::Qkv)
+        } else {
+            m.encode_product(&kernels, pass, &io, tokens as u32, Epilogue::Qkv)
+        }
     });
 
-    for (name, new, old, buffer) in [
-        ("K", &k, &k_old, &buffers[2]),
-        ("V", &v, &v_old, &buffers[3]),
-    ] {
+    let x_used = if normed {
+        reference::rmsnorm(&x, &norm_weight, eps)
+    } else {
+        x
+    };
+    let [mut q, mut k, v] = [0, 1, 2].map(|i| {
+        let product = reference::matmul(&mats[i].1, &x_used);
+        match bias {
+            true => reference::bias_add(&product, &biases[i]),
+            false => product,
+        }
+    });
+    reference::rope(&mut q, hd, pos0, &freqs, neox, n_head);
+    reference::rope(&mut k, hd, pos0, &freqs, neox, n_kv);
+    let what = format!(
+        "QKV {formats:?} neox {neox} bias {bias} {}{} ({how}, {tokens} tokens, {shapes:?})",
+        if normed { "rmsnorm+" } else { "" },
+        if tokens == 1 { "matvec" } else { "matmul" },
+    );
+    let got = read_f32(ctx, &q_out, q.len());
+    assert_close(&format!("{what}: q"), &got, &q, PRODUCT_ATOL, PRODUCT_RTOL);
+    for (name, new, old, buffer) in [("K", &k, &k_old, &k_cache), ("V", &v, &v_old, &v_cache)] {
         let mut expected = old.clone();
         for t in 0..tokens {
             for h in 0..n_kv {
@@ -369,12 +432,41 @@ fn kv_append_writes_only_the_step_positions() {
                 expected[to..to + hd].copy_from_slice(&new[from..from + hd]);
             }
         }
-        let got = read_f32(&ctx, buffer, expected.len());
-        assert_close(&format!("kv_append {name}"), &got, &expected, EXACT, EXACT);
+        let got = read_f32(ctx, buffer, expected.len());
+        assert_close(
+            &format!("{what}: {name} cache"),
+            &got,
+            &expected,
+            PRODUCT_ATOL,
+            PRODUCT_RTOL,
+        );
     }
 }
 
-/// Grouped attention for `tokens` queries at positions `pos0..`, against the reference.
+/// In the adapter's own kernel shapes only: lavapipe 22.3 aborts ("stack
+/// smashing detected" in its queue thread) running the QKV variants in a GPU's
+/// shapes, which every other epilogue is tested in above; the code after the
+/// sums is the same `finish` in both shapes.
+#[test]
+fn qkv_product_rotates_q_and_k_and_appends_k_and_v_in_both_conventions() {
+    use WeightFormat::{Q4_0, Q4_1, Q5_0, Q8_0};
+    for (how, ctx) in contexts() {
+        let shapes = KernelShapes::for_adapter(ctx.info.device_type);
+        // one format, so one chunk holds all three parts; and three formats
+        for formats in [[Q4_0; 3], [Q4_1, Q8_0, Q5_0]] {
+            // qwen2-style: NEOX pairs and biases; llama-style: neither
+            for neox in [false, true] {
+                // (tokens, normed): a decode token with its norm taken in the
+                // product, and a prompt block over xn
+                for (tokens, normed) in [(1, true), (3, false)] {
+                    let bias = neox;
+                    check_qkv(&ctx, how, shapes, formats, neox, bias, tokens, normed);
+                }
+            }
+        }
+    }
+}
+
 fn check_attention(
     ctx: &GpuContext,
     kernels: &Kernels,
@@ -586,71 +678,6 @@ fn decode_attention_refuses_shapes_it_cannot_hold() {
         );
     }
     assert!(kernels.decode_attention(&ctx, 3, 64, 9).is_some());
-}
-
-#[test]
-fn add_matches_reference() {
-    let ctx = gpu();
-    let kernels = Kernels::new(&ctx, &[], false);
-    let mut rng = Rng(9);
-    let (tokens, n) = (2, 300);
-    let a = random(&mut rng, tokens * n, 6.0);
-    let b = random(&mut rng, tokens * n, 2.0);
-    let params = uniforms::Count {
-        n: n as u32,
-        _pad: [0; 3],
-    };
-    let params = ctx.uniform_with("params", bytes_of(&params));
-    let step = step(&ctx, 0, tokens as u32);
-    let grid = kernels.elementwise_grid((tokens * n) as u32);
-    let in_out = ctx.storage_with("a", bytemuck::cast_slice(&a));
-    let other = ctx.storage_with("b", bytemuck::cast_slice(&b));
-    let io = kernels
-        .add
-        .bind(&ctx, "test", &[&step, &params, &other, &in_out]);
-
-    run(&ctx, |pass| kernels.add.dispatch(pass, &[&io], grid));
-
-    let got = read_f32(&ctx, &in_out, a.len());
-    let expected = reference::add(&a, &b);
-    assert_close("add", &got, &expected, ELEMENT_ATOL, ELEMENT_RTOL);
-}
-
-/// qwen2's bias add: the same bias on every token row, written in place.
-#[test]
-fn bias_add_matches_reference_on_every_token_row() {
-    let ctx = gpu();
-    let kernels = Kernels::new(&ctx, &[], false);
-    let mut rng = Rng(10);
-    let (tokens, n) = (3, 200);
-    let x = random(&mut rng, tokens * n, 2.0);
-    let bias = random(&mut rng, n, 1.0);
-    let params = uniforms::Count {
-        n: n as u32,
-        _pad: [0; 3],
-    };
-    let params = ctx.uniform_with("params", bytes_of(&params));
-    let step = step(&ctx, 4, tokens as u32);
-    // one more row than the step's tokens, of a sentinel the kernel must leave alone
-    // (not NaN: NaN plus a bias is NaN, so a stray write would not show)
-    let mut bytes = bytemuck::cast_slice(&x).to_vec();
-    bytes.extend(bytemuck::cast_slice(&vec![7.0f32; n]));
-    let in_out = ctx.storage_with("x", &bytes);
-    let bias_buffer = ctx.storage_with("bias", bytemuck::cast_slice(&bias));
-    let io = kernels
-        .bias
-        .bind(&ctx, "test", &[&step, &params, &bias_buffer, &in_out]);
-
-    let grid = kernels.elementwise_grid((tokens * n) as u32);
-    run(&ctx, |pass| kernels.bias.dispatch(pass, &[&io], grid));
-
-    let got = read_f32(&ctx, &in_out, (tokens + 1) * n);
-    let expected = reference::bias_add(&x, &bias);
-    assert_close("bias add", &got[..tokens * n], &expected, EXACT, 0.0);
-    assert!(
-        got[tokens * n..].iter().all(|&v| v == 7.0),
-        "wrote past the step's rows"
-    );
 }
 
 #[test]

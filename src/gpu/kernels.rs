@@ -10,25 +10,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::timing::{DispatchLog, SharedLog, Timestamps};
-use super::{GpuContext, Slot};
+use super::{GpuBuffer, GpuContext, Slot};
 use crate::quant::WeightFormat;
 
 use Slot::{Read, Uniform, Write};
 
 const QUANT: &str = include_str!("../../shaders/quant.wgsl");
+const PRODUCT: &str = include_str!("../../shaders/product.wgsl");
 
 /// Every kernel's file name and source, for tests that validate them without a GPU.
 pub const SOURCES: &[(&str, &str)] = &[
     ("quant.wgsl", QUANT),
+    ("product.wgsl", PRODUCT),
     ("embed.wgsl", include_str!("../../shaders/embed.wgsl")),
     ("matvec.wgsl", include_str!("../../shaders/matvec.wgsl")),
     ("matmul.wgsl", include_str!("../../shaders/matmul.wgsl")),
     ("rmsnorm.wgsl", include_str!("../../shaders/rmsnorm.wgsl")),
-    ("rope.wgsl", include_str!("../../shaders/rope.wgsl")),
-    (
-        "kv_append.wgsl",
-        include_str!("../../shaders/kv_append.wgsl"),
-    ),
     (
         "attention.wgsl",
         include_str!("../../shaders/attention.wgsl"),
@@ -45,8 +42,6 @@ pub const SOURCES: &[(&str, &str)] = &[
         "attention_weights.wgsl",
         include_str!("../../shaders/attention_weights.wgsl"),
     ),
-    ("add.wgsl", include_str!("../../shaders/add.wgsl")),
-    ("bias.wgsl", include_str!("../../shaders/bias.wgsl")),
     ("argmax.wgsl", include_str!("../../shaders/argmax.wgsl")),
     ("topk.wgsl", include_str!("../../shaders/topk.wgsl")),
     // the benchmark's read-bandwidth probes (src/bench.rs)
@@ -57,18 +52,17 @@ pub const SOURCES: &[(&str, &str)] = &[
 pub const PROBE_STORAGE: &str = include_str!("../../shaders/probe_storage.wgsl");
 pub const PROBE_TEXTURE: &str = include_str!("../../shaders/probe_texture.wgsl");
 
-/// Whether a kernel's source needs `quant.wgsl` before it.
-pub fn reads_weights(file: &str) -> bool {
-    matches!(file, "embed.wgsl" | "matvec.wgsl" | "matmul.wgsl")
-}
+/// Files prepended to others, with no entry point of their own.
+pub const PREFIXES: &[&str] = &["quant.wgsl", "product.wgsl"];
 
-/// The full source a pipeline is compiled from.
+/// The full source a pipeline is compiled from: kernels that read weights come
+/// after `quant.wgsl`, and the weight products after `product.wgsl` too.
 pub fn full_source(file: &str) -> Option<String> {
     let (_, source) = SOURCES.iter().find(|(name, _)| *name == file)?;
-    Some(if reads_weights(file) {
-        format!("{QUANT}\n{source}")
-    } else {
-        source.to_string()
+    Some(match file {
+        "embed.wgsl" | "product.wgsl" => format!("{QUANT}\n{source}"),
+        "matvec.wgsl" | "matmul.wgsl" => format!("{QUANT}\n{PRODUCT}\n{source}"),
+        _ => source.to_string(),
     })
 }
 
@@ -98,8 +92,7 @@ pub const ATTENTION_WEIGHTS_MAX_DIM: u32 = 256;
 
 /// One compiled kernel and the layout of its group-0 bindings.
 pub struct Kernel {
-    name: &'static str,
-    /// The name, with the weight format for kernels that read weights.
+    /// The name, with the variant and weight format for kernels that read weights.
     label: String,
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
@@ -139,7 +132,7 @@ impl Kernel {
             })
             .collect();
         ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(&format!("{} {label}", self.name)),
+            label: Some(&format!("{} {label}", self.label)),
             layout: &self.layout,
             entries: &entries,
         })
@@ -288,6 +281,8 @@ impl ByFormat {
 pub struct KernelShapes {
     /// Invocations of matvec.wgsl that share one row's blocks (8 or 1).
     pub matvec_lanes: u32,
+    /// Invocations per workgroup of matvec.wgsl (at most 64).
+    pub matvec_workgroup: u32,
     /// Tokens each invocation of matmul.wgsl serves (at most
     /// [`MATMUL_MAX_TOKENS`]).
     pub matmul_tokens: u32,
@@ -308,20 +303,26 @@ impl KernelShapes {
     /// one workgroup's invocations as SIMD lanes. There matvec gives each row one
     /// invocation, which walks the row's blocks in a loop every lane takes in step,
     /// so x is read at the same place across lanes and no partial sums meet in
-    /// workgroup memory; matmul reuses each dequantized block for 32 tokens
+    /// workgroup memory, in workgroups of 16 invocations (64 rows), so that even
+    /// a KV projection of 192 rows gives every thread work (lavapipe, SmolLM2-135M
+    /// decode at context 0, 7 runs each, twice: 65.7 and 67.1 ms a token at 16,
+    /// 74.4 and 85.6 at 8, 71.9 and 67.2 at 32, 85.8 and 87.6 at 64); matmul reuses each dequantized block for 32 tokens
     /// (prefill of 64 tokens on lavapipe: 27.5 tokens/s at 8, 38.5 at 16, 44.7 at
     /// 32); and one workgroup per KV head takes every key, because
     /// merging splits cost more than it saved (lavapipe, SmolLM2-135M at 2,048
-    /// keys: 7.3 ms split and merged against 2.4 ms unsplit).
+    /// keys: 9.8 ms in 8 splits, 5.7 in 4, 1.9 in 2, 2.4 unsplit; at 4,096 keys
+    /// 6.6 ms in 4 splits, 5.7 in 2, 4.7 unsplit).
     pub fn for_adapter(device_type: wgpu::DeviceType) -> Self {
         match device_type {
             wgpu::DeviceType::Cpu => Self {
                 matvec_lanes: 1,
+                matvec_workgroup: 16,
                 matmul_tokens: 32,
                 decode_split_keys: 1 << 16,
             },
             _ => Self {
                 matvec_lanes: 8,
+                matvec_workgroup: 64,
                 matmul_tokens: 8,
                 decode_split_keys: 256,
             },
@@ -330,37 +331,95 @@ impl KernelShapes {
 
     /// Rows of a weight chunk each workgroup of matvec.wgsl serves.
     pub fn matvec_rows(&self) -> u32 {
-        WORKGROUP / self.matvec_lanes * MATVEC_ROWS_PER_INVOCATION
+        self.matvec_workgroup / self.matvec_lanes * MATVEC_ROWS_PER_INVOCATION
     }
 }
 
-/// The two weight products of one kind (plain, or with SwiGLU).
-struct Products {
-    matvec: ByFormat,
-    matmul: ByFormat,
+/// What a weight product does with each sum it finishes (`EPILOGUE` in
+/// shaders/product.wgsl).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Epilogue {
+    /// y = W x.
+    Store,
+    /// y += W x: a projection added to the residual stream in place.
+    Add,
+    /// y = silu(y) * W x: the up projection over the gate, SwiGLU in the same pass.
+    Swiglu,
+    /// W stacks the Q, K and V projections: y = RoPE(q), and RoPE(k) and v
+    /// written into the layer's KV cache at the step's positions.
+    Qkv,
+}
+
+impl Epilogue {
+    pub const ALL: [Epilogue; 4] = [
+        Epilogue::Store,
+        Epilogue::Add,
+        Epilogue::Swiglu,
+        Epilogue::Qkv,
+    ];
+
+    /// What a kernel's label adds for this epilogue.
+    fn suffix(self) -> &'static str {
+        match self {
+            Epilogue::Store => "",
+            Epilogue::Add => "+add",
+            Epilogue::Swiglu => "+swiglu",
+            Epilogue::Qkv => "+rope+kv",
+        }
+    }
+}
+
+/// The weight products in every epilogue, for every format of the model.
+pub struct Products {
+    /// One token (matvec.wgsl), x read as it is.
+    matvec: [ByFormat; 4],
+    /// One token, x read through RMSNorm (matvec.wgsl with NORM).
+    matvec_normed: [ByFormat; 4],
+    /// A block of tokens (matmul.wgsl).
+    matmul: [ByFormat; 4],
+}
+
+impl Products {
+    /// The matvec of `epilogue`, `normed` or not.
+    pub fn matvec(&self, epilogue: Epilogue, normed: bool) -> &ByFormat {
+        let by_epilogue = if normed {
+            &self.matvec_normed
+        } else {
+            &self.matvec
+        };
+        &by_epilogue[epilogue as usize]
+    }
+
+    /// The matmul of `epilogue`.
+    pub fn matmul(&self, epilogue: Epilogue) -> &ByFormat {
+        &self.matmul[epilogue as usize]
+    }
+}
+
+/// What the QKV epilogue writes besides the queries, and the table it rotates by.
+#[derive(Clone, Copy)]
+pub struct QkvCache<'a> {
+    /// (cos, sin) of every position and pair of a head (`forward::rope_table`).
+    pub rope_table: &'a wgpu::Buffer,
+    /// The layer's K and V caches, `[n_kv_head, max_seq, head_dim]` f32 each.
+    pub k: &'a wgpu::Buffer,
+    pub v: &'a wgpu::Buffer,
 }
 
 /// Every pipeline the forward pass needs.
 pub struct Kernels {
     pub embed: ByFormat,
-    pub matvec: ByFormat,
-    pub matmul: ByFormat,
-    /// Up projections that store silu(gate) * up over the gate (GLU in
-    /// matvec.wgsl and matmul.wgsl): SwiGLU without a pass of its own.
-    pub matvec_swiglu: ByFormat,
-    pub matmul_swiglu: ByFormat,
+    pub products: Products,
     pub rmsnorm: Kernel,
-    pub rope: Kernel,
-    pub kv_append: Kernel,
     pub attention: Kernel,
-    pub add: Kernel,
-    pub bias: Kernel,
     pub argmax: Kernel,
     pub topk: Kernel,
     /// Group 1 of the weight-reading kernels: a chunk's uniform and its words.
     pub weight_layout: wgpu::BindGroupLayout,
     /// Group 0 of matvec.wgsl and matmul.wgsl (see [`Kernels::bind_product`]).
     product_layout: wgpu::BindGroupLayout,
+    /// What the products that write no cache bind in its place.
+    unused_cache: [GpuBuffer; 2],
     max_per_dim: u32,
     shapes: KernelShapes,
     dispatches: Arc<AtomicU64>,
@@ -394,90 +453,75 @@ impl Kernels {
             log: Arc::default(),
         };
         let weight_layout = builder.layout(&[Uniform, Read, Read]);
-        let lanes = f64::from(shapes.matvec_lanes);
+        // a matvec workgroup holds whole rows of lanes, and at most 64 invocations
+        let lanes_per_row = shapes.matvec_lanes.clamp(1, WORKGROUP);
         let shapes = KernelShapes {
+            matvec_lanes: lanes_per_row,
+            matvec_workgroup: shapes.matvec_workgroup.clamp(lanes_per_row, WORKGROUP)
+                / lanes_per_row
+                * lanes_per_row,
             matmul_tokens: shapes.matmul_tokens.clamp(1, MATMUL_MAX_TOKENS),
             ..shapes
         };
+        let lanes = f64::from(shapes.matvec_lanes);
+        let matvec_workgroup = f64::from(shapes.matvec_workgroup);
         let tokens = f64::from(shapes.matmul_tokens);
-        // `glu`: products that store silu(y) * product over y (matvec.wgsl)
-        let by_format =
-            |builder: &mut Builder, name: &'static str, file: &str, slots: &[Slot], glu: bool| {
-                let map = formats
-                    .iter()
-                    .map(|&f| {
-                        let mut constants = vec![("WEIGHT_FORMAT", f as u32 as f64)];
-                        match file {
-                            "matvec.wgsl" => constants.push(("LANES", lanes)),
-                            "matmul.wgsl" => constants.push(("TOKENS", tokens)),
-                            _ => {}
-                        }
-                        if glu {
-                            constants.push(("GLU", 1.0));
-                        }
-                        let mut kernel =
-                            builder.kernel(name, file, slots, Some(&weight_layout), &constants);
-                        kernel.label = format!("{name} {}", f.name());
-                        (f, kernel)
-                    })
-                    .collect();
-                ByFormat(map)
-            };
+        let by_format = |builder: &mut Builder,
+                         name: &str,
+                         file: &str,
+                         slots: &[Slot],
+                         extra: &[(&str, f64)]| {
+            let map = formats
+                .iter()
+                .map(|&f| {
+                    let mut constants = vec![("WEIGHT_FORMAT", f as u32 as f64)];
+                    constants.extend_from_slice(extra);
+                    let label = format!("{name} {}", f.name());
+                    let kernel =
+                        builder.kernel(&label, file, slots, Some(&weight_layout), &constants);
+                    (f, kernel)
+                })
+                .collect();
+            ByFormat(map)
+        };
         let embed = by_format(
             &mut builder,
             "embed",
             "embed.wgsl",
             &[Uniform, Read, Write],
-            false,
+            &[],
         );
-        // (step, params, x, y, x's first row as uniform): matvec reads the last,
-        // matmul the third, and one bind group serves both
-        let weight_product = [Uniform, Uniform, Read, Write, Uniform];
+        // (step, params, x, y, x's first row as uniform, RMSNorm's weights, RoPE
+        // table, K cache, V cache): one layout for matvec and matmul
+        // (shaders/product.wgsl)
+        let weight_product = [
+            Uniform, Uniform, Read, Write, Uniform, Read, Read, Write, Write,
+        ];
         let product_layout = builder.layout(&weight_product);
-        let products = |builder: &mut Builder, glu: bool| Products {
-            matvec: by_format(
-                builder,
-                if glu { "matvec+swiglu" } else { "matvec" },
-                "matvec.wgsl",
-                &weight_product,
-                glu,
-            ),
-            matmul: by_format(
-                builder,
-                if glu { "matmul+swiglu" } else { "matmul" },
-                "matmul.wgsl",
-                &weight_product,
-                glu,
-            ),
+        let neox = ("NEOX", if neox { 1.0 } else { 0.0 });
+        let mut product = |file: &str, name: &str, epilogue: Epilogue, extra: &[(&str, f64)]| {
+            let mut constants = vec![("EPILOGUE", epilogue as u32 as f64), neox];
+            constants.extend_from_slice(extra);
+            let name = format!("{name}{}", epilogue.suffix());
+            by_format(&mut builder, &name, file, &weight_product, &constants)
         };
-        let plain = products(&mut builder, false);
-        let swiglu = products(&mut builder, true);
-        let product = [Uniform, Uniform, Read, Write];
-        let neox = [("NEOX", if neox { 1.0 } else { 0.0 })];
+        let lanes = [("LANES", lanes), ("WORKGROUP", matvec_workgroup)];
+        let products = Products {
+            matvec: Epilogue::ALL.map(|e| product("matvec.wgsl", "matvec", e, &lanes)),
+            matvec_normed: Epilogue::ALL.map(|e| {
+                let constants = [lanes[0], lanes[1], ("NORM", 1.0)];
+                product("matvec.wgsl", "rmsnorm+matvec", e, &constants)
+            }),
+            matmul: Epilogue::ALL
+                .map(|e| product("matmul.wgsl", "matmul", e, &[("TOKENS", tokens)])),
+        };
         Self {
             embed,
-            matvec: plain.matvec,
-            matmul: plain.matmul,
-            matvec_swiglu: swiglu.matvec,
-            matmul_swiglu: swiglu.matmul,
+            products,
             rmsnorm: builder.kernel(
                 "rmsnorm",
                 "rmsnorm.wgsl",
                 &[Uniform, Uniform, Read, Read, Write],
-                None,
-                &[],
-            ),
-            rope: builder.kernel(
-                "rope",
-                "rope.wgsl",
-                &[Uniform, Uniform, Read, Write],
-                None,
-                &neox,
-            ),
-            kv_append: builder.kernel(
-                "kv_append",
-                "kv_append.wgsl",
-                &[Uniform, Uniform, Read, Read, Write, Write],
                 None,
                 &[],
             ),
@@ -488,12 +532,14 @@ impl Kernels {
                 None,
                 &[],
             ),
-            add: builder.kernel("add", "add.wgsl", &product, None, &[]),
-            bias: builder.kernel("bias", "bias.wgsl", &product, None, &[]),
             argmax: builder.kernel("argmax", "argmax.wgsl", &[Uniform, Read, Write], None, &[]),
             topk: builder.kernel("topk", "topk.wgsl", &[Uniform, Read, Write], None, &[]),
             weight_layout: weight_layout.clone(),
             product_layout,
+            unused_cache: [
+                ctx.storage("unused K cache binding", 16),
+                ctx.storage("unused V cache binding", 16),
+            ],
             max_per_dim: ctx.limits.max_compute_workgroups_per_dimension,
             shapes,
             dispatches: builder.dispatches,
@@ -542,13 +588,24 @@ impl Kernels {
     /// A group-0 bind group of the weight products: `x -> y` with `params` (a
     /// `Product` uniform). `x` needs UNIFORM usage and [`X_UNIFORM_BYTES`] bytes
     /// ([`GpuContext::storage_uniform`]): matvec.wgsl reads its first token row
-    /// through a uniform binding, matmul.wgsl every row as storage.
+    /// through a uniform binding, matmul.wgsl every row as storage. `norm` is
+    /// RMSNorm's weights for the normed matvec, and `cache` what the QKV
+    /// epilogue writes besides y; a product without them binds placeholders
+    /// there, never read or written.
     pub fn bind_product(
         &self,
         ctx: &GpuContext,
         label: &str,
         [step, params, x, y]: [&wgpu::Buffer; 4],
+        norm: Option<&wgpu::Buffer>,
+        cache: Option<QkvCache>,
     ) -> wgpu::BindGroup {
+        let [unused_k, unused_v] = &self.unused_cache;
+        let cache = cache.unwrap_or(QkvCache {
+            rope_table: x,
+            k: unused_k,
+            v: unused_v,
+        });
         let x_row = wgpu::BufferBinding {
             buffer: x,
             offset: 0,
@@ -560,6 +617,10 @@ impl Kernels {
             x.as_entire_binding(),
             y.as_entire_binding(),
             wgpu::BindingResource::Buffer(x_row),
+            norm.unwrap_or(x).as_entire_binding(),
+            cache.rope_table.as_entire_binding(),
+            cache.k.as_entire_binding(),
+            cache.v.as_entire_binding(),
         ];
         let entries: Vec<wgpu::BindGroupEntry> = resources
             .into_iter()
@@ -746,7 +807,7 @@ impl Builder<'_> {
 
     fn kernel(
         &mut self,
-        name: &'static str,
+        name: &str,
         file: &str,
         slots: &[Slot],
         weights: Option<&wgpu::BindGroupLayout>,
@@ -781,7 +842,6 @@ impl Builder<'_> {
             cache: None,
         });
         Kernel {
-            name,
             label: name.to_string(),
             pipeline,
             layout,

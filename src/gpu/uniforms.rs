@@ -20,14 +20,25 @@ pub struct WeightChunk {
     pub cols: u32,         // elements per row, a multiple of 32 (of 256 for k-quants)
     pub row0: u32,         // the chunk's first row within the whole tensor
     pub scale_offset: u32, // in words: where the scales start
+    pub bias_offset: u32,  // in words: where the rows' f32 biases start, or NO_BIAS
+    pub _pad: [u32; 3],
 }
+
+/// `WeightChunk::bias_offset` of a chunk without biases: its quants start there.
+pub const NO_BIAS: u32 = 0;
 
 /// `Params` of matvec.wgsl and matmul.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
 pub struct Product {
     pub y_stride: u32, // elements between token rows of y: the tensor's rows
-    pub _pad: [u32; 3],
+    pub eps: f32,      // RMSNorm's epsilon, for the normed matvec
+    // the stacked Q, K and V projections' shape (Epilogue::Qkv)
+    pub head_dim: u32,
+    pub q_rows: u32,
+    pub kv_rows: u32,
+    pub max_seq: u32,
+    pub _pad: [u32; 2],
 }
 
 /// `Params` of rmsnorm.wgsl.
@@ -37,25 +48,6 @@ pub struct Norm {
     pub n: u32,         // elements per row
     pub eps: f32,       // added to the mean square
     pub last_only: u32, // 1: only the step's last token, written to row 0
-    pub _pad: u32,
-}
-
-/// `Params` of rope.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct Rope {
-    pub n_heads: u32,  // heads in each token row
-    pub head_dim: u32, // elements per head
-    pub _pad: [u32; 2],
-}
-
-/// `Params` of kv_append.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct KvAppend {
-    pub n_kv_head: u32,
-    pub head_dim: u32,
-    pub max_seq: u32, // positions the cache holds
     pub _pad: u32,
 }
 

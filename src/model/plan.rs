@@ -50,14 +50,12 @@ impl MemoryPlan {
         // uniform window, and the queries as decode attention's (src/forward.rs)
         let x_floor = X_UNIFORM_BYTES;
         let q_floor = DecodeAttention::Q_BINDING_BYTES;
+        // x, xn, q, attention output, gate (k and v go straight to the cache)
         let widths = [
-            (cfg.n_embd, 0),
+            (cfg.n_embd, x_floor),
             (cfg.n_embd, x_floor),
             (cfg.q_dim(), q_floor),
-            (cfg.kv_dim(), 0),
-            (cfg.kv_dim(), 0),
             (cfg.q_dim(), x_floor),
-            (cfg.n_embd, 0),
             (cfg.n_ff, x_floor),
         ];
         let activations = widths.iter().fold(0u64, |n, &(w, floor)| {

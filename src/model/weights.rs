@@ -4,30 +4,49 @@ use super::variants::{kv_projection, reshape_bias, KvVariant};
 use super::{ModelConfig, ModelError, ROPE_FREQS};
 use crate::gguf::{GgmlType, GgufFile, TensorInfo};
 use crate::gpu::kernels::Kernels;
-use crate::gpu::matrix::{check_columns, GpuMatrix};
+use crate::gpu::matrix::{check_columns, GpuMatrix, MatrixPart};
 use crate::gpu::{GpuBuffer, GpuContext};
 use crate::quant::{dequantize, WeightFormat, BLOCK};
 
 /// One transformer block's weights. Matrices are `[out, in]`.
 pub struct LayerWeights {
     pub attn_norm: GpuBuffer, // [n_embd] f32
-    pub wq: GpuMatrix,        // [n_head * head_dim, n_embd]
-    pub wk: GpuMatrix,        // [n_kv_head * head_dim, n_embd]
-    pub wv: GpuMatrix,        // [n_kv_head * head_dim, n_embd]
-    pub wo: GpuMatrix,        // [n_embd, n_head * head_dim]
-    pub ffn_norm: GpuBuffer,  // [n_embd] f32
-    pub w_gate: GpuMatrix,    // [n_ff, n_embd]
-    pub w_up: GpuMatrix,      // [n_ff, n_embd]
-    pub w_down: GpuMatrix,    // [n_embd, n_ff]
-    /// Biases of the Q, K and V products (qwen2), `None` without.
-    pub qkv_bias: Option<QkvBias>,
+    /// `attn_q`, `attn_k` and `attn_v` stacked, `[q_dim + 2 kv_dim, n_embd]`, with
+    /// their biases (qwen2); with NEOX RoPE, the Q and K rows of each head in
+    /// [`rope_pair_order`].
+    pub wqkv: GpuMatrix,
+    pub wo: GpuMatrix,       // [n_embd, n_head * head_dim]
+    pub ffn_norm: GpuBuffer, // [n_embd] f32
+    pub w_gate: GpuMatrix,   // [n_ff, n_embd]
+    pub w_up: GpuMatrix,     // [n_ff, n_embd]
+    pub w_down: GpuMatrix,   // [n_embd, n_ff]
 }
 
-/// Biases added to the Q, K and V products.
-pub struct QkvBias {
-    pub q: GpuBuffer, // [n_head * head_dim] f32
-    pub k: GpuBuffer, // [n_kv_head * head_dim] f32
-    pub v: GpuBuffer, // [n_kv_head * head_dim] f32
+/// Where each row of a Q or K projection of `rows` rows goes in the stacked QKV
+/// product (`physical -> logical`): NEOX RoPE rotates the pairs (i, i + head_dim
+/// / 2) of a head, which this puts at rows (2i, 2i + 1) of the head so that one
+/// invocation of the product holds both (shaders/product.wgsl). GGUF `llama`
+/// files rotate adjacent pairs already and keep their order.
+pub fn rope_pair_order(rows: usize, head_dim: usize, neox: bool) -> Vec<usize> {
+    let half = head_dim / 2;
+    (0..rows)
+        .map(|r| {
+            let (head, j) = (r / head_dim, r % head_dim);
+            match neox {
+                true => head * head_dim + j / 2 + (j % 2) * half,
+                false => r,
+            }
+        })
+        .collect()
+}
+
+/// `data` of rows of `row_len` items, row `i` of the result being row `order[i]`.
+fn reorder_rows<T: Copy>(data: &[T], row_len: usize, order: &[usize]) -> Vec<T> {
+    order
+        .iter()
+        .flat_map(|&r| &data[r * row_len..(r + 1) * row_len])
+        .copied()
+        .collect()
 }
 
 /// Every weight of the model.
@@ -234,32 +253,53 @@ impl Weights {
             advance(info.n_bytes);
             Ok(m)
         };
-        // attn_k or attn_v, reshaped for the KV heads chosen at load
-        let kv = |l: usize, name: &str| -> Result<GpuMatrix, ModelError> {
-            let p = kv_projection(cfg, file, bytes, l, name)?;
-            let name = layer_tensor(l, name);
-            let cols = cfg.n_embd;
-            let m = GpuMatrix::upload(ctx, kernels, &name, p.format, p.rows, cols, &p.bytes)?;
-            advance(file.tensor(&name).map_or(0, |info| info.n_bytes));
+        let (e, q, ff) = (cfg.n_embd, cfg.q_dim(), cfg.n_ff);
+        // attn_q, attn_k and attn_v (K and V reshaped for the KV heads chosen at
+        // load) as one matrix, rows in RoPE's pair order
+        let qkv = |l: usize| -> Result<GpuMatrix, ModelError> {
+            let q_name = layer_tensor(l, "attn_q");
+            let q_info = find(file, &q_name, &[e, q])?;
+            let q_format = format_of(q_info)?;
+            let k = kv_projection(cfg, file, bytes, l, "attn_k")?;
+            let v = kv_projection(cfg, file, bytes, l, "attn_v")?;
+            let bias = qkv_bias_values(cfg, file, bytes, l)?;
+            let q_order = rope_pair_order(q, cfg.head_dim, cfg.rope_neox);
+            let k_order = rope_pair_order(k.rows, cfg.head_dim, cfg.rope_neox);
+            let q_bytes = file.tensor_data(bytes, q_info)?;
+            let q_bytes = reorder_rows(q_bytes, q_format.row_bytes(e), &q_order);
+            let k_bytes = reorder_rows(&k.bytes, k.format.row_bytes(e), &k_order);
+            let bias = bias.map(|[bq, bk, bv]| {
+                [
+                    reorder_rows(&bq, 1, &q_order),
+                    reorder_rows(&bk, 1, &k_order),
+                    bv,
+                ]
+            });
+            let names = ["attn_q", "attn_k", "attn_v"].map(|n| layer_tensor(l, n));
+            let shapes = [
+                (q_format, q, &q_bytes[..]),
+                (k.format, k.rows, &k_bytes[..]),
+                (v.format, v.rows, &v.bytes[..]),
+            ];
+            let parts: Vec<MatrixPart> = (0..3)
+                .map(|i| MatrixPart {
+                    name: &names[i],
+                    format: shapes[i].0,
+                    rows: shapes[i].1,
+                    bytes: shapes[i].2,
+                    bias: bias.as_ref().map(|b| &b[i][..]),
+                })
+                .collect();
+            let name = layer_tensor(l, "attn_qkv");
+            let m = GpuMatrix::upload_stacked(ctx, kernels, &name, e, &parts)?;
+            for name in &names {
+                advance(file.tensor(name).map_or(0, |info| info.n_bytes));
+            }
             Ok(m)
         };
         let norm = |name: &str| -> Result<GpuBuffer, ModelError> {
             let values = norm_values(file, bytes, name, cfg.n_embd)?;
             Ok(ctx.storage_with(name, bytemuck::cast_slice(&values)))
-        };
-        let (e, q, ff) = (cfg.n_embd, cfg.q_dim(), cfg.n_ff);
-        let bias = |l: usize| -> Result<Option<QkvBias>, ModelError> {
-            let Some([bq, bk, bv]) = qkv_bias_values(cfg, file, bytes, l)? else {
-                return Ok(None);
-            };
-            let upload = |name: &str, values: &[f32]| {
-                ctx.storage_with(&layer_bias(l, name), bytemuck::cast_slice(values))
-            };
-            Ok(Some(QkvBias {
-                q: upload("attn_q", &bq),
-                k: upload("attn_k", &bk),
-                v: upload("attn_v", &bv),
-            }))
         };
 
         let mut layers = Vec::with_capacity(cfg.n_layer);
@@ -267,15 +307,12 @@ impl Weights {
             let t = |name: &str| layer_tensor(l, name);
             layers.push(LayerWeights {
                 attn_norm: norm(&t("attn_norm"))?,
-                wq: matrix(&t("attn_q"), q, e)?,
-                wk: kv(l, "attn_k")?,
-                wv: kv(l, "attn_v")?,
+                wqkv: qkv(l)?,
                 wo: matrix(&t("attn_output"), e, q)?,
                 ffn_norm: norm(&t("ffn_norm"))?,
                 w_gate: matrix(&t("ffn_gate"), ff, e)?,
                 w_up: matrix(&t("ffn_up"), ff, e)?,
                 w_down: matrix(&t("ffn_down"), e, ff)?,
-                qkv_bias: bias(l)?,
             });
         }
         let output = match file.tensor("output.weight") {
@@ -303,13 +340,9 @@ impl Weights {
     pub fn gpu_bytes(&self, cfg: &ModelConfig) -> u64 {
         let norms = (2 * cfg.n_layer + 1) as u64 * cfg.n_embd as u64 * 4;
         let mut bytes = self.token_embd.gpu_bytes() + norms;
-        let biases = self.layers.iter().filter_map(|l| l.qkv_bias.as_ref());
-        bytes += biases
-            .map(|b| b.q.size() + b.k.size() + b.v.size())
-            .sum::<u64>();
         bytes += self.output.as_ref().map_or(0, GpuMatrix::gpu_bytes);
         for l in &self.layers {
-            for m in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
+            for m in [&l.wqkv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
                 bytes += m.gpu_bytes();
             }
         }
