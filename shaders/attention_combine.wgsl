@@ -18,8 +18,10 @@ struct Params {
 }
 
 override HEAD_DIM: u32 = 64u;
-// Keys per split: as in attention_decode.wgsl.
+// The splits of n keys: min(ceil(n / SPLIT_KEYS), MAX_SPLITS), as
+// src/gpu/kernels.rs (DecodeAttention::splits) dispatched them.
 override SPLIT_KEYS: u32 = 256u;
+override MAX_SPLITS: u32 = 4294967295u;
 
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<uniform> params: Params;
@@ -30,7 +32,7 @@ override SPLIT_KEYS: u32 = 256u;
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let head = wid.x;
-    let splits = (step.pos0 + SPLIT_KEYS) / SPLIT_KEYS;
+    let splits = min((step.pos0 + SPLIT_KEYS) / SPLIT_KEYS, MAX_SPLITS);
     let pairs = params.n_head * params.max_splits * HEAD_DIM + head * params.max_splits * 2u;
 
     var m = partial[pairs];

@@ -1,6 +1,6 @@
 // Grouped-query attention for one decode token, split along the keys
-// (flash-decoding): workgroup (x, y) serves KV head x / heads_split and keys
-// y * SPLIT_KEYS .. (y + 1) * SPLIT_KEYS for HEADS query heads of that KV head.
+// (flash-decoding): workgroup (x, y) serves KV head x / heads_split and the y-th
+// of num_workgroups.y equal runs of keys, for HEADS query heads of that KV head.
 //
 // Every key and value row is loaded from the cache once per workgroup and used
 // for all of its query heads (query head h reads KV head h / group_size). The
@@ -10,9 +10,11 @@
 //
 // A workgroup walks its keys TILE at a time with a running softmax: each tile's
 // scores go through workgroup memory, and the output and sum so far are scaled
-// by exp(old max - new max) whenever a tile raises the maximum. So SPLIT_KEYS
-// is free of workgroup memory: the host picks it per adapter (many splits for
-// a GPU's many cores, one for a CPU adapter's few threads).
+// by exp(old max - new max) whenever a tile raises the maximum. So a split's
+// length is free of workgroup memory: the host picks the number of splits per
+// adapter and context (src/gpu/kernels.rs, DecodeAttention::splits): many for
+// a GPU's many cores, just enough on a CPU adapter to keep its few threads
+// equally busy.
 //
 // With one split the normalised output is written directly. With more, each
 // split leaves its unnormalised output, its maximum score and its sum of
@@ -40,8 +42,7 @@ struct Params {
 // 4, at most 256): pipeline constants, so the loops over them are fixed.
 override HEADS: u32 = 1u;
 override HEAD_DIM: u32 = 64u;
-// Keys per split, and keys per tile: HEADS * TILE scores fit p_s.
-override SPLIT_KEYS: u32 = 256u;
+// Keys per tile: HEADS * TILE scores fit p_s.
 override TILE: u32 = 256u;
 // A block of prompt tokens, one a workgroup row, instead of one decode token.
 override PREFILL: bool = false;
@@ -90,7 +91,8 @@ fn main(
     let t = select(0u, wid.y, PREFILL);
     let split = select(wid.y, 0u, PREFILL);
     let n_keys = step.pos0 + t + 1u;
-    let split_end = select(min((split + 1u) * SPLIT_KEYS, n_keys), n_keys, PREFILL);
+    let span = (n_keys + groups.y - 1u) / groups.y; // keys per split, the last one short
+    let split_end = select(min((split + 1u) * span, n_keys), n_keys, PREFILL);
     let q_row = t * params.n_head;
     let kv_head_base = kv_head * params.max_seq * QUADS;
 
@@ -104,7 +106,7 @@ fn main(
     let lane = lid / QUADS;
     var acc: array<vec4<f32>, 8>;
 
-    for (var key0 = split * SPLIT_KEYS; key0 < split_end; key0 += TILE) {
+    for (var key0 = split * span; key0 < split_end; key0 += TILE) {
         let keys = min(TILE, split_end - key0);
         let kv_base = kv_head_base + key0 * QUADS;
 

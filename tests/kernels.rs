@@ -172,6 +172,38 @@ fn check_product(
     assert_close(&what, &got, &expected, PRODUCT_ATOL, PRODUCT_RTOL);
 }
 
+#[test]
+fn decode_attention_splits_keep_a_cpu_adapters_threads_equally_busy() {
+    let cpu = |threads| KernelShapes {
+        cpu_threads: threads,
+        ..KernelShapes::for_adapter(wgpu::DeviceType::Cpu)
+    };
+    // (threads, workgroups a split, splits): 3 KV heads on 2 threads run in 2
+    // rounds unsplit, in 3 of half the keys split in 2 (1.5); 9 heads in 5
+    // rounds, or 9 of half the keys; 4 KV heads on 2 threads, or 16 on 16,
+    // already fill them; 3 on 16 threads take 5 splits (15 workgroups, one round).
+    for (threads, workgroups, splits) in [
+        (2, 3, 2),
+        (2, 9, 2),
+        (2, 4, 1),
+        (16, 16, 1),
+        (16, 3, 5),
+        (1, 3, 1),
+    ] {
+        assert_eq!(
+            cpu(threads).decode_max_splits(workgroups),
+            splits,
+            "{workgroups} workgroups on {threads} threads"
+        );
+    }
+    let gpu = KernelShapes::for_adapter(wgpu::DeviceType::DiscreteGpu);
+    assert_eq!(
+        gpu.decode_max_splits(3),
+        u32::MAX,
+        "a GPU's splits are not capped"
+    );
+}
+
 /// The shapes of a GPU and of a CPU adapter, whichever adapter runs the test.
 fn every_adapters_shapes() -> [KernelShapes; 2] {
     [
@@ -545,14 +577,14 @@ fn attention_matches_reference_for_decode_and_prefill() {
 }
 
 /// Attention by attention_decode.wgsl, against the reference: for one token at
-/// `pos0`, split along the keys every `split_keys` keys (merged by
-/// attention_combine.wgsl); for more tokens, the causal block from `pos0` that
-/// its PREFILL pipeline takes unsplit.
+/// `pos0`, split along the keys every `split_keys` keys up to `max_splits`
+/// splits (merged by attention_combine.wgsl); for more tokens, the causal block
+/// from `pos0` that its PREFILL pipeline takes unsplit.
 fn check_decode_attention(
     ctx: &GpuContext,
     kernels: &Kernels,
     shape: AttentionShape,
-    split_keys: u32,
+    (split_keys, max_splits): (u32, u32),
     pos0: usize,
     tokens: usize,
 ) {
@@ -561,7 +593,7 @@ fn check_decode_attention(
     let (n_head, n_kv_head) = (shape.n_head as u32, shape.n_kv_head as u32);
     let group = n_head / n_kv_head;
     let decode = kernels
-        .decode_attention_split(ctx, group, hd as u32, n_head, split_keys)
+        .decode_attention_split(ctx, group, hd as u32, n_head, (split_keys, max_splits))
         .unwrap_or_else(|| panic!("decode attention refuses {shape:?}"));
     let q = random(&mut rng, tokens * shape.n_head * hd, 1.0);
     let k_cache = random(&mut rng, shape.n_kv_head * shape.max_seq * hd, 1.0);
@@ -623,7 +655,8 @@ fn check_decode_attention(
     let expected = reference::attention(&q, &k_cache, &v_cache, shape, pos0);
     let what = format!(
         "decode attention {n_head}/{n_kv_head} heads, head size {hd}, {tokens} tokens \
-         from position {pos0} ({} heads a workgroup, {} splits of {split_keys} keys)",
+         from position {pos0} ({} heads a workgroup, {} splits, a split per {split_keys} \
+         keys up to {max_splits})",
         decode.heads,
         decode.splits(pos0 as u32 + 1)
     );
@@ -650,16 +683,24 @@ fn decode_attention_matches_reference_across_splits_and_for_prefill() {
             max_seq: 600,
         };
         // Splits of 100 keys (a tile and a part), of 256 (a GPU's: 1 tile, or 2 for
-        // 8 heads a workgroup) and of every key (a CPU adapter's: tiles in turn);
-        // 1 key, a tile's worth, one more, several tiles or splits and a partial one.
-        for split_keys in [100, 256, 1 << 16] {
+        // 8 heads a workgroup), of every key (tiles in turn), and 2 or 3 splits of
+        // however many keys there are (a CPU adapter's); 1 key, a tile's worth,
+        // one more, several tiles or splits and a partial one.
+        let unbounded = u32::MAX;
+        for splits in [
+            (100, unbounded),
+            (256, unbounded),
+            (1 << 16, 1),
+            (64, 2),
+            (1, 3),
+        ] {
             for pos0 in [0, 127, 255, 256, 599] {
-                check_decode_attention(&ctx, &kernels, shape, split_keys, pos0, 1);
+                check_decode_attention(&ctx, &kernels, shape, splits, pos0, 1);
             }
         }
         // prefill: a block at the start, and one crossing tiles after earlier keys
         for (pos0, tokens) in [(0, 9), (230, 40)] {
-            check_decode_attention(&ctx, &kernels, shape, 1 << 16, pos0, tokens);
+            check_decode_attention(&ctx, &kernels, shape, (1 << 16, 1), pos0, tokens);
         }
     }
 }

@@ -74,8 +74,6 @@ pub const MATVEC_MAX_COLS: u32 = 16384;
 pub const X_UNIFORM_BYTES: u64 = MATVEC_MAX_COLS as u64 * 4;
 /// Rows each invocation of matvec.wgsl serves.
 pub const MATVEC_ROWS_PER_INVOCATION: u32 = 4;
-/// Rows per workgroup of matmul.wgsl: 64 invocations of 4 rows.
-pub const MATMUL_ROWS: u32 = 256;
 /// The most tokens an invocation of matmul.wgsl serves.
 pub const MATMUL_MAX_TOKENS: u32 = 32;
 /// Limits of attention.wgsl's workgroup memory.
@@ -87,6 +85,9 @@ pub const DECODE_MAX_HEADS: u32 = 8;
 pub const DECODE_MAX_DIM: u32 = 256;
 pub const DECODE_MAX_Q: u32 = 4096;
 const DECODE_SCORES: u32 = 1024;
+/// The fewest keys worth splitting decode attention for on a CPU adapter: below
+/// it, merging the splits costs more than the idle threads it saves.
+const CPU_SPLIT_KEYS: u32 = 1024;
 /// The largest head attention_weights.wgsl holds in workgroup memory.
 pub const ATTENTION_WEIGHTS_MAX_DIM: u32 = 256;
 
@@ -180,17 +181,23 @@ pub struct DecodeAttention {
     pub combine: Kernel,
     /// Query heads each workgroup serves.
     pub heads: u32,
-    /// Keys per split.
+    /// Keys per split, at most, until there are `max_splits`.
     pub split_keys: u32,
+    /// Splits at most, however long the context.
+    pub max_splits: u32,
 }
 
 impl DecodeAttention {
     /// Bytes the queries' uniform binding covers (DECODE_MAX_Q floats).
     pub const Q_BINDING_BYTES: u64 = DECODE_MAX_Q as u64 * 4;
 
-    /// Splits that `n_keys` keys take.
+    /// Splits that `n_keys` keys take: one per `split_keys` keys, at most
+    /// `max_splits`; each takes an equal run of the keys (attention_decode.wgsl),
+    /// and attention_combine.wgsl counts them by the same rule.
     pub fn splits(&self, n_keys: u32) -> u32 {
-        n_keys.div_ceil(self.split_keys).max(1)
+        n_keys
+            .div_ceil(self.split_keys)
+            .clamp(1, self.max_splits.max(1))
     }
 
     /// Bytes of the partial results for `n_head` heads of `head_dim` over at most
@@ -286,8 +293,14 @@ pub struct KernelShapes {
     /// Tokens each invocation of matmul.wgsl serves (at most
     /// [`MATMUL_MAX_TOKENS`]).
     pub matmul_tokens: u32,
-    /// Keys a workgroup of decode attention takes (attention_decode.wgsl).
+    /// Rows each invocation of matmul.wgsl serves: 4 or 8.
+    pub matmul_rows: u32,
+    /// Keys a workgroup of decode attention takes (attention_decode.wgsl), at
+    /// most, until the splits fill the adapter's threads.
     pub decode_split_keys: u32,
+    /// Threads that run workgroups side by side on a CPU adapter (the host's
+    /// cores); 0 on a GPU, whose splits are not capped.
+    pub cpu_threads: u32,
 }
 
 impl KernelShapes {
@@ -306,27 +319,63 @@ impl KernelShapes {
     /// workgroup memory, in workgroups of 16 invocations (64 rows), so that even
     /// a KV projection of 192 rows gives every thread work (lavapipe, SmolLM2-135M
     /// decode at context 0, 7 runs each, twice: 65.7 and 67.1 ms a token at 16,
-    /// 74.4 and 85.6 at 8, 71.9 and 67.2 at 32, 85.8 and 87.6 at 64); matmul reuses each dequantized block for 32 tokens
-    /// (prefill of 64 tokens on lavapipe: 27.5 tokens/s at 8, 38.5 at 16, 44.7 at
-    /// 32); and one workgroup per KV head takes every key, because
-    /// merging splits cost more than it saved (lavapipe, SmolLM2-135M at 2,048
-    /// keys: 9.8 ms in 8 splits, 5.7 in 4, 1.9 in 2, 2.4 unsplit; at 4,096 keys
-    /// 6.6 ms in 4 splits, 5.7 in 2, 4.7 unsplit).
+    /// 74.4 and 85.6 at 8, 71.9 and 67.2 at 32, 85.8 and 87.6 at 64). Matmul
+    /// reuses each dequantized block for 32 tokens (prefill of 64 tokens on
+    /// lavapipe: 27.5 tokens/s at 8, 38.5 at 16, 44.7 at 32) and each loaded
+    /// activation for 8 rows (prefill of 128 tokens: 64.6 and 67.1 tokens/s
+    /// against 50.4 and 46.5 at 4 rows). Decode attention splits a context
+    /// only from [`CPU_SPLIT_KEYS`] keys, into as many splits as keep the
+    /// threads equally busy ([`KernelShapes::decode_max_splits`]): merging them
+    /// costs a dispatch, and many splits cost more than they save (lavapipe,
+    /// SmolLM2-135M at 2,048 keys: 9.8 ms in 8 splits against 2.4 unsplit),
+    /// while 2 took it from 3.3 to 2.5 ms, and at 8,192 keys from 13.0 to 9.3.
     pub fn for_adapter(device_type: wgpu::DeviceType) -> Self {
         match device_type {
             wgpu::DeviceType::Cpu => Self {
                 matvec_lanes: 1,
                 matvec_workgroup: 16,
                 matmul_tokens: 32,
-                decode_split_keys: 1 << 16,
+                matmul_rows: 8,
+                decode_split_keys: CPU_SPLIT_KEYS,
+                cpu_threads: host_threads(),
             },
             _ => Self {
                 matvec_lanes: 8,
                 matvec_workgroup: 64,
                 matmul_tokens: 8,
+                matmul_rows: 4,
                 decode_split_keys: 256,
+                cpu_threads: 0,
             },
         }
+    }
+
+    /// The most splits decode attention makes of a context when each split
+    /// takes `workgroups` workgroups (one per KV head, or per part of a group).
+    /// A GPU takes as many as the context gives. A CPU adapter runs the
+    /// workgroups on `cpu_threads` threads, each to its end, and a step lasts
+    /// as long as the busiest thread: 3 KV heads on 2 threads leave one thread
+    /// idle half the time, while 2 splits make 6 shorter workgroups, 3 each.
+    /// So the count is the one of 1 ..= 8 that gives the busiest thread the
+    /// fewest keys (the fewest splits among equals, each costing a merge).
+    pub fn decode_max_splits(&self, workgroups: u32) -> u32 {
+        if self.cpu_threads == 0 {
+            return u32::MAX;
+        }
+        let threads = self.cpu_threads;
+        // the busiest thread runs ceil(w s / t) workgroups of 1/s of the keys
+        let load = |splits: u32| ((workgroups * splits).div_ceil(threads), splits);
+        (1..=8)
+            .map(load)
+            .reduce(|best, next| {
+                // compare a / b < c / d as a d < c b
+                if next.0 * best.1 < best.0 * next.1 {
+                    next
+                } else {
+                    best
+                }
+            })
+            .map_or(1, |(_, splits)| splits)
     }
 
     /// Rows of a weight chunk each workgroup of matvec.wgsl serves.
@@ -461,11 +510,13 @@ impl Kernels {
                 / lanes_per_row
                 * lanes_per_row,
             matmul_tokens: shapes.matmul_tokens.clamp(1, MATMUL_MAX_TOKENS),
+            matmul_rows: if shapes.matmul_rows > 4 { 8 } else { 4 },
             ..shapes
         };
         let lanes = f64::from(shapes.matvec_lanes);
         let matvec_workgroup = f64::from(shapes.matvec_workgroup);
         let tokens = f64::from(shapes.matmul_tokens);
+        let rows = f64::from(shapes.matmul_rows);
         let by_format = |builder: &mut Builder,
                          name: &str,
                          file: &str,
@@ -512,8 +563,14 @@ impl Kernels {
                 let constants = [lanes[0], lanes[1], ("NORM", 1.0)];
                 product("matvec.wgsl", "rmsnorm+matvec", e, &constants)
             }),
-            matmul: Epilogue::ALL
-                .map(|e| product("matmul.wgsl", "matmul", e, &[("TOKENS", tokens)])),
+            matmul: Epilogue::ALL.map(|e| {
+                product(
+                    "matmul.wgsl",
+                    "matmul",
+                    e,
+                    &[("ROWS", rows), ("TOKENS", tokens)],
+                )
+            }),
         };
         Self {
             embed,
@@ -640,7 +697,8 @@ impl Kernels {
     /// Compiles decode attention for query heads of `head_dim` in groups of
     /// `group_size` (attention_decode.wgsl and attention_combine.wgsl), or None
     /// where that shape does not fit them; prefill's kernel then serves decode too.
-    /// Keys per split as [`KernelShapes::decode_split_keys`] says.
+    /// Splits as [`KernelShapes::decode_split_keys`] and
+    /// [`KernelShapes::decode_max_splits`] say.
     pub fn decode_attention(
         &self,
         ctx: &GpuContext,
@@ -648,26 +706,35 @@ impl Kernels {
         head_dim: u32,
         n_head: u32,
     ) -> Option<DecodeAttention> {
+        let heads = Self::decode_heads(group_size)?;
+        let max_splits = self.shapes.decode_max_splits(n_head / heads);
         let split_keys = self.shapes.decode_split_keys;
-        self.decode_attention_split(ctx, group_size, head_dim, n_head, split_keys)
+        self.decode_attention_split(ctx, group_size, head_dim, n_head, (split_keys, max_splits))
     }
 
-    /// [`Kernels::decode_attention`] with `split_keys` keys per split.
+    /// Query heads a workgroup of decode attention serves: the largest divisor
+    /// of the group that fits.
+    fn decode_heads(group_size: u32) -> Option<u32> {
+        (1..=DECODE_MAX_HEADS.min(group_size))
+            .rev()
+            .find(|h| group_size % h == 0)
+    }
+
+    /// [`Kernels::decode_attention`] with `split_keys` keys per split, at most
+    /// `max_splits` splits.
     pub fn decode_attention_split(
         &self,
         ctx: &GpuContext,
         group_size: u32,
         head_dim: u32,
         n_head: u32,
-        split_keys: u32,
+        (split_keys, max_splits): (u32, u32),
     ) -> Option<DecodeAttention> {
         let fits = head_dim % 4 == 0 && head_dim <= DECODE_MAX_DIM;
-        if !fits || n_head * head_dim > DECODE_MAX_Q || split_keys == 0 {
+        if !fits || n_head * head_dim > DECODE_MAX_Q || split_keys == 0 || max_splits == 0 {
             return None;
         }
-        let heads = (1..=DECODE_MAX_HEADS.min(group_size))
-            .rev()
-            .find(|h| group_size % h == 0)?;
+        let heads = Self::decode_heads(group_size)?;
         // Keys per tile: as many scores as workgroup memory holds, at most 256.
         let tile = (DECODE_SCORES / heads).min(256).next_power_of_two();
         let tile = if tile * heads > DECODE_SCORES {
@@ -684,7 +751,6 @@ impl Kernels {
         let constants = [
             ("HEADS", f64::from(heads)),
             ("HEAD_DIM", f64::from(head_dim)),
-            ("SPLIT_KEYS", f64::from(split_keys)),
             ("TILE", f64::from(tile)),
         ];
         let slots = [Uniform, Uniform, Uniform, Read, Read, Write, Write, Read];
@@ -712,11 +778,15 @@ impl Kernels {
             "attention_combine.wgsl",
             &[Uniform, Uniform, Read, Write],
             None,
-            &constants[1..3],
+            &[
+                ("HEAD_DIM", f64::from(head_dim)),
+                ("SPLIT_KEYS", f64::from(split_keys)),
+                ("MAX_SPLITS", f64::from(max_splits)),
+            ],
         );
         log::info!(
-            "decode attention: {heads} query heads per workgroup, {split_keys} keys per \
-             split, {tile} per tile"
+            "decode attention: {heads} query heads per workgroup, a split per {split_keys} \
+             keys up to {max_splits} splits, {tile} keys per tile"
         );
         Some(DecodeAttention {
             split,
@@ -724,6 +794,7 @@ impl Kernels {
             combine,
             heads,
             split_keys,
+            max_splits,
         })
     }
 
@@ -745,7 +816,7 @@ impl Kernels {
     /// Workgroups of matmul.wgsl for a chunk of `rows` rows and `tokens` tokens.
     pub fn matmul_grid(&self, rows: u32, tokens: u32) -> Grid {
         Grid::new(
-            rows.div_ceil(MATMUL_ROWS),
+            rows.div_ceil(self.shapes.matmul_rows * WORKGROUP),
             tokens.div_ceil(self.shapes.matmul_tokens),
         )
     }
@@ -849,4 +920,22 @@ impl Builder<'_> {
             log: Arc::clone(&self.log),
         }
     }
+}
+
+/// Threads the host runs a CPU adapter's workgroups on: its cores, as lavapipe
+/// and SwiftShader start one thread per core; 1 where the host does not say.
+#[cfg(not(target_arch = "wasm32"))]
+fn host_threads() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
+/// [`host_threads`] in a browser, from `navigator.hardwareConcurrency` (in a
+/// page and in a worker alike).
+#[cfg(target_arch = "wasm32")]
+fn host_threads() -> u32 {
+    let navigator = js_sys::Reflect::get(&js_sys::global(), &"navigator".into()).ok();
+    navigator
+        .and_then(|n| js_sys::Reflect::get(&n, &"hardwareConcurrency".into()).ok())
+        .and_then(|cores| cores.as_f64())
+        .map_or(1, |cores| (cores as u32).max(1))
 }
