@@ -209,9 +209,9 @@ struct LayerBinds {
     /// (`qkv`), of xn for a block (`qkv_block`).
     qkv: wgpu::BindGroup,
     qkv_block: wgpu::BindGroup,
-    /// One token's gate and up: products of x through this layer's norm.
-    gate: wgpu::BindGroup,
-    up: wgpu::BindGroup,
+    /// One token's gate and up, products of x through this layer's norm into
+    /// the gate buffer: the gate stored, then SwiGLU of it and the up product.
+    ffn: wgpu::BindGroup,
     attention: wgpu::BindGroup,
     /// With decode attention: its bind group for one token over this layer's cache.
     decode_attention: Option<wgpu::BindGroup>,
@@ -785,8 +785,8 @@ impl Model {
             if n > 1 {
                 k.rmsnorm.dispatch(pass, &[&lb.ffn_norm], Grid::new(n, 1));
             }
-            normed(pass, &layer.w_gate, &lb.gate, &b.gate, Epilogue::Store);
-            normed(pass, &layer.w_up, &lb.up, &b.gate, Epilogue::Swiglu);
+            normed(pass, &layer.w_gate, &lb.ffn, &b.gate, Epilogue::Store);
+            normed(pass, &layer.w_up, &lb.ffn, &b.gate, Epilogue::Swiglu);
             layer
                 .w_down
                 .encode_product(k, pass, &b.down, n, Epilogue::Add);
@@ -1002,8 +1002,12 @@ impl Binds {
                         None,
                         Some(cache_of(l)),
                     ),
-                    gate: normed(&label("x -> gate"), &p_ff, ffn_norm, &s.gate),
-                    up: normed(&label("x -> silu(gate) * up"), &p_ff, ffn_norm, &s.gate),
+                    ffn: normed(
+                        &label("x -> gate, silu(gate) * up"),
+                        &p_ff,
+                        ffn_norm,
+                        &s.gate,
+                    ),
                     attention: k.attention.bind(
                         ctx,
                         &label("attention"),

@@ -97,6 +97,18 @@ fn embed_matches_reference_for_every_format() {
     }
 }
 
+/// `n` random values of x for a product, in a buffer that is also bound as its
+/// uniform window: poisoned past x, so a product that reads beyond its row fails.
+fn product_x(ctx: &GpuContext, rng: &mut Rng, n: usize) -> (Vec<f32>, GpuBuffer) {
+    let x = random(rng, n, 1.0);
+    let bytes = X_UNIFORM_BYTES.max(4 * n as u64 + 256);
+    let buffer = ctx.storage_uniform("x", bytes);
+    ctx.queue
+        .write_buffer(&buffer, 0, &poison(bytes as usize / 4));
+    ctx.queue.write_buffer(&buffer, 0, bytemuck::cast_slice(&x));
+    (x, buffer)
+}
+
 /// Runs a weight product for `tokens` rows of x (matvec for one, matmul for
 /// more) with kernels in `shapes`, storing as `epilogue` says over a random y,
 /// and checks it against the reference. With `normed` (one token), the product
@@ -115,14 +127,7 @@ fn check_product(
     let (rows, cols) = (100, if format.is_k_quant() { 512 } else { 256 });
     let (bytes, w) = random_matrix(&mut rng, format, rows, cols);
     let m = GpuMatrix::upload(ctx, &kernels, "w", format, rows, cols, &bytes).unwrap();
-    let x = random(&mut rng, tokens * cols, 1.0);
-    // poisoned past x, so a product that reads beyond its row fails
-    let x_bytes = X_UNIFORM_BYTES.max(4 * x.len() as u64 + 256);
-    let x_buffer = ctx.storage_uniform("x", x_bytes);
-    ctx.queue
-        .write_buffer(&x_buffer, 0, &poison(x_bytes as usize / 4));
-    ctx.queue
-        .write_buffer(&x_buffer, 0, bytemuck::cast_slice(&x));
+    let (x, x_buffer) = product_x(ctx, &mut rng, tokens * cols);
     let norm_weight = random(&mut rng, cols, 1.0);
     let norm_buffer = ctx.storage_with("norm", bytemuck::cast_slice(&norm_weight));
     let eps = 1e-5;
@@ -386,13 +391,7 @@ fn check_qkv(
         .collect();
     let m = GpuMatrix::upload_stacked(ctx, &kernels, "qkv", cols, &parts).unwrap();
 
-    let x = random(&mut rng, tokens * cols, 1.0);
-    let x_bytes = X_UNIFORM_BYTES.max(4 * x.len() as u64 + 256);
-    let x_buffer = ctx.storage_uniform("x", x_bytes);
-    ctx.queue
-        .write_buffer(&x_buffer, 0, &poison(x_bytes as usize / 4));
-    ctx.queue
-        .write_buffer(&x_buffer, 0, bytemuck::cast_slice(&x));
+    let (x, x_buffer) = product_x(ctx, &mut rng, tokens * cols);
     let norm_weight = random(&mut rng, cols, 1.0);
     let norm_buffer = ctx.storage_with("norm", bytemuck::cast_slice(&norm_weight));
     let q_out = ctx.storage_with("q", &poison(tokens * q_rows));
